@@ -1,0 +1,70 @@
+using static TorchSharp.torch;
+
+namespace PeftSharp.Models;
+
+/// <summary>
+/// Keys and values of the positions already seen, per layer ([B, kv_heads, S, head_dim]), so that generating
+/// a token runs the model over that one token. Prefix tuning pre-fills it with its virtual tokens.
+/// Owns its tensors: dispose it when generation ends.
+/// </summary>
+public sealed class KvCache : IDisposable
+{
+    readonly Tensor?[] keys;
+    readonly Tensor?[] values;
+
+    public KvCache(int layers)
+    {
+        keys = new Tensor?[layers];
+        values = new Tensor?[layers];
+    }
+
+    /// <summary>Positions cached so far.</summary>
+    public long Length => keys[0]?.shape[2] ?? 0;
+
+    /// <summary>Appends this step's keys/values for <paramref name="layer"/> and returns all of them.</summary>
+    public (Tensor K, Tensor V) Append(int layer, Tensor k, Tensor v)
+    {
+        var oldK = keys[layer];
+        var oldV = values[layer];
+        var newK = oldK is null ? k.detach() : cat([oldK, k.detach()], 2);
+        var newV = oldV is null ? v.detach() : cat([oldV, v.detach()], 2);
+        newK.MoveToOuterDisposeScope();
+        newV.MoveToOuterDisposeScope();
+        // Detached copies live outside any step's dispose scope; the previous ones are ours to free.
+        keys[layer] = newK.DetachFromDisposeScope();
+        values[layer] = newV.DetachFromDisposeScope();
+        oldK?.Dispose();
+        oldV?.Dispose();
+        return (keys[layer]!, values[layer]!);
+    }
+
+    /// <summary>Sets a layer's cache outright (prefix tuning); the cache takes ownership of copies.</summary>
+    public void Set(int layer, Tensor k, Tensor v)
+    {
+        keys[layer]?.Dispose();
+        values[layer]?.Dispose();
+        keys[layer] = k.detach().clone().DetachFromDisposeScope();
+        values[layer] = v.detach().clone().DetachFromDisposeScope();
+    }
+
+    /// <summary>Keeps only the rows in <paramref name="index"/> (e.g. finished sequences dropped).</summary>
+    public void Select(Tensor index)
+    {
+        for (int i = 0; i < keys.Length; i++)
+        {
+            if (keys[i] is null) continue;
+            var k = keys[i]!.index_select(0, index).DetachFromDisposeScope();
+            var v = values[i]!.index_select(0, index).DetachFromDisposeScope();
+            keys[i]!.Dispose();
+            values[i]!.Dispose();
+            keys[i] = k;
+            values[i] = v;
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var t in keys) t?.Dispose();
+        foreach (var t in values) t?.Dispose();
+    }
+}

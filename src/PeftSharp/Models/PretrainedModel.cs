@@ -1,0 +1,42 @@
+using TorchSharp;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+using TorchSharp.Modules;
+
+namespace PeftSharp.Models;
+
+/// <summary>What every architecture offers the tuners, the trainer and the CLI.</summary>
+public abstract class PretrainedModel : nn.Module
+{
+    protected PretrainedModel(string name, ModelConfig config, ScalarType dtype) : base(name)
+    {
+        Config = config;
+        DType = dtype;
+    }
+
+    public ModelConfig Config { get; }
+    public ScalarType DType { get; private set; }
+
+    /// <summary>Logits: [B, T, vocab] for language models, [B, labels] for classifiers.</summary>
+    public abstract Tensor Forward(ModelInputs inputs);
+
+    /// <summary>Token embeddings [B, T, H] of ids, as the model's input layer computes them.</summary>
+    public abstract Tensor Embed(Tensor inputIds);
+
+    /// <summary>Names of weights that share storage with another (tied embeddings): written once, as transformers does.</summary>
+    public virtual IReadOnlyCollection<string> TiedWeights => [];
+
+    public bool IsCausalLM => this is not Bert.BertForSequenceClassification;
+
+    /// <summary>Parameter count (tied weights counted once).</summary>
+    public long ParameterCount() => DistinctParameters().Sum(p => p.numel());
+
+    internal IEnumerable<Parameter> DistinctParameters()
+    {
+        var seen = new HashSet<IntPtr>();
+        foreach (var p in parameters())
+            if (seen.Add(p.Handle)) yield return p;
+    }
+
+    internal void SetDType(ScalarType dtype) => DType = dtype;
+}
