@@ -6,7 +6,7 @@ using TorchSharp.Modules;
 namespace PeftSharp.Models;
 
 /// <summary>What every architecture offers the tuners, the trainer and the CLI.</summary>
-public abstract class PretrainedModel : nn.Module
+public abstract class PretrainedModel : nn.Module, ILanguageModel
 {
     protected PretrainedModel(string name, ModelConfig config, ScalarType dtype) : base(name)
     {
@@ -19,6 +19,11 @@ public abstract class PretrainedModel : nn.Module
 
     /// <summary>Logits: [B, T, vocab] for language models, [B, labels] for classifiers.</summary>
     public abstract Tensor Forward(ModelInputs inputs);
+
+    /// <summary>A cache sized for this model's layers; prefix-style adapters pre-fill it.</summary>
+    public virtual KvCache NewCache() => new(Config.NumLayers);
+
+    public Device Device => parameters().First().device;
 
     /// <summary>Token embeddings [B, T, H] of ids, as the model's input layer computes them.</summary>
     public abstract Tensor Embed(Tensor inputIds);
