@@ -1,0 +1,139 @@
+using PeftSharp.IO;
+using PeftSharp.Models;
+using PeftSharp.Tuners;
+using PeftSharp.Tuners.Lora;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Peft;
+
+public sealed partial class PeftModel
+{
+    public const string WeightsFile = "adapter_model.safetensors";
+    const string Prefix = "base_model.model.";
+
+    /// <summary>
+    /// Writes every adapter (or <paramref name="adapters"/>) in PEFT's layout: "default" in <paramref name="folder"/>,
+    /// others in sub-folders named after them. With <paramref name="convertToLora"/>, PiSSA/OLoRA adapters are saved
+    /// as plain LoRA deltas against the original base weights (PEFT's path_initial_model_for_weight_conversion).
+    /// </summary>
+    public void Save(string folder, IReadOnlyList<string>? adapters = null, bool convertToLora = false)
+    {
+        foreach (var name in adapters ?? configs.Keys.ToList())
+        {
+            var dir = name == "default" ? folder : Path.Combine(folder, name);
+            Directory.CreateDirectory(dir);
+            var config = configs[name] with { InferenceMode = true, BaseModelNameOrPath = configs[name].BaseModelNameOrPath };
+            var tensors = AdapterStateDict(name);
+            if (convertToLora && config is LoraConfig lc && lc.InitLoraWeights is var init && (init.StartsWith("pissa", StringComparison.Ordinal) || init == "olora"))
+                config = LoraConversion.ToPlainLora(this, name, lc, tensors);
+            using var scope = NewDisposeScope();
+            var cpu = tensors.ToDictionary(kv => kv.Key, kv => kv.Value.detach().cpu().contiguous());
+            SafetensorsWriter.Save(Path.Combine(dir, WeightsFile), cpu, new Dictionary<string, string> { ["format"] = "pt" });
+            PeftConfigJson.Save(config, dir);
+        }
+    }
+
+    /// <summary>The adapter's tensors under the names PEFT saves them with.</summary>
+    public Dictionary<string, Tensor> AdapterStateDict(string adapter)
+    {
+        var result = new Dictionary<string, Tensor>();
+        foreach (var (path, layer) in TunerLayers())
+            if (layer.AdapterNames.Contains(adapter))
+                foreach (var (key, t) in layer.StateDict(adapter)) result[$"{Prefix}{path}.{key}"] = t;
+        foreach (var (path, w) in SavedModules())
+            if (w.AdapterNames.Contains(adapter))
+                foreach (var (key, p) in w.Parameters(adapter)) result[$"{Prefix}{path}.{key}"] = p;
+        if (extras.GetValueOrDefault(adapter) is { } e)
+            foreach (var (key, t) in e.StateDict()) result[key] = t;
+        foreach (var (key, p) in TrainedBiases(adapter)) result[Prefix + key] = p;
+        return result;
+    }
+
+    // bias="all" trains every bias of the base, "lora_only" those of wrapped layers (PEFT's LoRA bias option).
+    IEnumerable<(string Name, Parameter P)> TrainedBiases(string adapter)
+    {
+        if (configs.GetValueOrDefault(adapter) is not LoraConfig { Bias: "all" or "lora_only" } c) yield break;
+        foreach (var (name, p) in Base.named_parameters())
+        {
+            if (!name.EndsWith(".bias", StringComparison.Ordinal) || name.Contains(".lora_", StringComparison.Ordinal)) continue;
+            if (name.Contains(".modules_to_save.", StringComparison.Ordinal)) continue;
+            if (c.Bias == "lora_only" && !name.EndsWith(".base_layer.bias", StringComparison.Ordinal)) continue;
+            yield return (name, p);
+        }
+    }
+
+    /// <summary>Loads a PEFT adapter folder onto <paramref name="model"/> (PEFT's PeftModel.from_pretrained).</summary>
+    public static PeftModel FromPretrained(PretrainedModel model, string folder, string adapterName = "default", bool isTrainable = false)
+    {
+        var pm = new PeftModel(model);
+        foreach (var p in model.parameters()) p.requires_grad = false;
+        pm.LoadAdapter(folder, adapterName, isTrainable);
+        pm.SetAdapter(adapterName);
+        return pm;
+    }
+
+    /// <summary>Adds an adapter saved by PEFT or by us, under <paramref name="adapterName"/>.</summary>
+    public void LoadAdapter(string folder, string adapterName, bool isTrainable = false)
+    {
+        var config = PeftConfigJson.Load(Path.Combine(folder, PeftConfigJson.FileName)) with { InferenceMode = !isTrainable };
+        var weightsPath = Path.Combine(folder, WeightsFile);
+        if (!File.Exists(weightsPath))
+        {
+            if (File.Exists(Path.Combine(folder, "adapter_model.bin"))) CheckpointFormat.RefusePickle(Path.Combine(folder, "adapter_model.bin"));
+            throw new FileNotFoundException($"{folder}: no {WeightsFile}", weightsPath);
+        }
+        AddAdapter(adapterName, config, loading: true);
+        using var file = SafetensorsFile.Open(weightsPath);
+        using var scope = NewDisposeScope();
+        var all = file.LoadAll();
+        var used = new HashSet<string>();
+        foreach (var (path, layer) in TunerLayers())
+        {
+            if (!layer.AdapterNames.Contains(adapterName)) continue;
+            var own = SubDict(all, $"{Prefix}{path}.", used);
+            layer.LoadStateDict(adapterName, own, $"{Prefix}{path}", weightsPath);
+        }
+        using (no_grad())
+        {
+            foreach (var (path, w) in SavedModules())
+            {
+                if (!w.AdapterNames.Contains(adapterName)) continue;
+                foreach (var (key, p) in w.Parameters(adapterName))
+                {
+                    var full = $"{Prefix}{path}.{key}";
+                    if (!all.TryGetValue(full, out var t)) throw new InvalidDataException($"{weightsPath}: missing tensor '{full}' (modules_to_save)");
+                    p.copy_(t);
+                    used.Add(full);
+                }
+            }
+            foreach (var (name, p) in TrainedBiases(adapterName))
+                if (all.TryGetValue(Prefix + name, out var t)) { p.copy_(t); used.Add(Prefix + name); }
+        }
+        if (extras.GetValueOrDefault(adapterName) is { } e)
+        {
+            var rest = all.Where(kv => !used.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value);
+            e.LoadStateDict(rest, weightsPath);
+            foreach (var (k, _) in e.StateDict()) used.Add(k);
+        }
+        var unexpected = all.Keys.Where(k => !used.Contains(k)).ToList();
+        if (unexpected.Count > 0)
+            throw new InvalidDataException($"{weightsPath}: {unexpected.Count} tensors match no adapted module of this model: " +
+                $"{string.Join(", ", unexpected.Take(10))}: is this adapter for another architecture?");
+    }
+
+    static Dictionary<string, Tensor> SubDict(Dictionary<string, Tensor> all, string prefix, HashSet<string> used)
+    {
+        var own = new Dictionary<string, Tensor>();
+        foreach (var (k, v) in all)
+        {
+            if (!k.StartsWith(prefix, StringComparison.Ordinal)) continue;
+            var rest = k[prefix.Length..];
+            if (rest.StartsWith("base_layer.", StringComparison.Ordinal)) continue; // a trained bias, loaded separately
+            own[rest] = v;
+            used.Add(k);
+        }
+        return own;
+    }
+}

@@ -1,0 +1,58 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+using PeftSharp.IO;
+
+namespace PeftSharp.Tuners;
+
+/// <summary>Reading and writing <c>adapter_config.json</c>, dispatching on <c>peft_type</c> through the registry.</summary>
+public static class PeftConfigJson
+{
+    public const string FileName = "adapter_config.json";
+    public const string PeftVersion = "0.21.0";
+
+    public static readonly JsonSerializerOptions Options = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        WriteIndented = true,
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
+
+    /// <summary>Where warnings about unknown keys go (stderr by default).</summary>
+    public static Action<string> Warn { get; set; } = m => Console.Error.WriteLine("warning: " + m);
+
+    public static PeftConfig Parse(string json, string source = "adapter_config.json")
+    {
+        JsonObject o;
+        try { o = JsonNode.Parse(json)?.AsObject() ?? throw new JsonException("empty document"); }
+        catch (Exception e) when (e is JsonException or InvalidOperationException)
+        { throw new InvalidDataException($"{source}: not a JSON object ({e.Message})", e); }
+        var type = o["peft_type"]?.GetValue<string>()
+            ?? throw new InvalidDataException($"{source}: no \"peft_type\"; is this a PEFT adapter_config.json?");
+        var tuner = TunerRegistry.Find(type)
+            ?? throw new NotSupportedException($"{source}: peft_type '{type}' is not supported; supported: {string.Join(", ", TunerRegistry.Names)}");
+        PeftConfig config;
+        try { config = (PeftConfig)o.Deserialize(tuner.ConfigType, Options)!; }
+        catch (JsonException e) { throw new InvalidDataException($"{source}: {e.Message}", e); }
+        var unknown = config.Extra?.Keys.Where(k => !tuner.KnownUnusedKeys.Contains(k) && k != "peft_type").ToList() ?? [];
+        if (unknown.Count > 0)
+            Warn($"{source}: ignoring keys PeftSharp does not know (newer PEFT?): {string.Join(", ", unknown)}");
+        return config;
+    }
+
+    public static PeftConfig Load(string path) =>
+        File.Exists(path) ? Parse(File.ReadAllText(path), path)
+            : throw new FileNotFoundException($"no {FileName} at {path}", path);
+
+    public static string Serialize(PeftConfig config)
+    {
+        var node = JsonSerializer.SerializeToNode(config, config.GetType(), Options)!.AsObject();
+        // peft_type first, as PEFT writes it sorted; keep the rest sorted too for stable diffs.
+        var sorted = new JsonObject();
+        foreach (var kv in node.OrderBy(kv => kv.Key, StringComparer.Ordinal)) sorted[kv.Key] = kv.Value?.DeepClone();
+        return sorted.ToJsonString(Options);
+    }
+
+    public static void Save(PeftConfig config, string folder) =>
+        AtomicFile.WriteAllText(Path.Combine(folder, FileName), Serialize(config));
+}

@@ -1,0 +1,23 @@
+using PeftSharp.Tuners.Lora;
+
+namespace PeftSharp.Tuners;
+
+/// <summary>Every tuning method, by <c>peft_type</c>. A new method is a folder plus one line here.</summary>
+public static class TunerRegistry
+{
+    static readonly Dictionary<string, ITuner> Tuners = new(StringComparer.OrdinalIgnoreCase);
+
+    static TunerRegistry()
+    {
+        Register(new LoraTuner());
+    }
+
+    public static void Register(ITuner tuner) => Tuners[tuner.PeftType] = tuner;
+
+    public static ITuner? Find(string peftType) => Tuners.GetValueOrDefault(peftType);
+
+    public static ITuner For(PeftConfig config) =>
+        Find(config.PeftType) ?? throw new NotSupportedException($"peft_type '{config.PeftType}' is not registered");
+
+    public static IEnumerable<string> Names => Tuners.Keys.Order();
+}
