@@ -8,7 +8,8 @@ namespace PeftSharp.Tuners;
 /// Kept as given, so a config written back is the config read.
 /// </summary>
 [JsonConverter(typeof(ModuleSelectorConverter))]
-public sealed record ModuleSelector
+[System.Runtime.CompilerServices.CollectionBuilder(typeof(ModuleSelector), nameof(Create))]
+public sealed record ModuleSelector : IEnumerable<string>
 {
     public string? Regex { get; init; }
     public IReadOnlyList<string> Names { get; init; } = [];
@@ -16,6 +17,10 @@ public sealed record ModuleSelector
     public static ModuleSelector Of(params string[] names) => new() { Names = names };
     public static ModuleSelector Pattern(string regex) => new() { Regex = regex };
     public static implicit operator ModuleSelector(string[] names) => Of(names);
+    public static ModuleSelector Create(ReadOnlySpan<string> names) => Of(names.ToArray());
+
+    public IEnumerator<string> GetEnumerator() => Names.GetEnumerator();
+    System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
 
     public override string ToString() => Regex ?? "[" + string.Join(", ", Names) + "]";
 }

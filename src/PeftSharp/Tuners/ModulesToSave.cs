@@ -13,7 +13,7 @@ namespace PeftSharp.Tuners;
 public sealed class ModulesToSaveWrapper : Module<Tensor, Tensor>
 {
     Module<Tensor, Tensor> original_module;
-    ModuleDict<Module<Tensor, Tensor>> modules_to_save = new();
+    AdapterDict<Module<Tensor, Tensor>> modules_to_save = new();
 
     public ModulesToSaveWrapper(Module<Tensor, Tensor> original) : base("ModulesToSaveWrapper")
     {
@@ -24,7 +24,7 @@ public sealed class ModulesToSaveWrapper : Module<Tensor, Tensor>
     public Module<Tensor, Tensor> Original => original_module;
     public string? ActiveAdapter { get; set; }
     public bool Disabled { get; set; }
-    public IReadOnlyCollection<string> AdapterNames => modules_to_save.Keys.ToList();
+    public IReadOnlyCollection<string> AdapterNames => modules_to_save.Keys;
 
     public void AddAdapter(string name)
     {

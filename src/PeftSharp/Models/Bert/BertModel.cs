@@ -7,7 +7,7 @@ namespace PeftSharp.Models.Bert;
 
 public sealed class BertEmbeddings : nn.Module
 {
-    internal Embedding word_embeddings, position_embeddings, token_type_embeddings;
+    internal Module<Tensor, Tensor> word_embeddings, position_embeddings, token_type_embeddings;
     LayerNorm LayerNorm;
 
     public BertEmbeddings(ModelConfig c, ScalarType dtype) : base("BertEmbeddings")

@@ -91,7 +91,7 @@ public sealed class Gpt2Block : nn.Module
 
 public sealed class Gpt2Model : nn.Module
 {
-    internal Embedding wte, wpe;
+    internal Module<Tensor, Tensor> wte, wpe;
     internal ModuleList<Gpt2Block> h;
     LayerNorm ln_f;
 
@@ -133,7 +133,7 @@ public sealed class Gpt2LMHeadModel : PretrainedModel
     {
         transformer = new Gpt2Model(c, dtype);
         var head = nn.Linear(c.HiddenSize, c.VocabSize, hasBias: false, dtype: dtype);
-        if (c.TieWordEmbeddings) head.weight = transformer.wte.weight!;
+        if (c.TieWordEmbeddings) head.weight = ((Embedding)transformer.wte).weight!;
         lm_head = head;
         RegisterComponents();
     }

@@ -11,7 +11,7 @@ public sealed class LlamaModel : nn.Module
 {
     readonly ModelConfig config;
     readonly Rope rope;
-    internal Embedding embed_tokens;
+    internal Module<Tensor, Tensor> embed_tokens;
     internal ModuleList<LlamaDecoderLayer> layers;
     RmsNorm norm;
 
@@ -60,7 +60,7 @@ public sealed class LlamaForCausalLM : PretrainedModel
     {
         model = new LlamaModel(c, dtype);
         var head = nn.Linear(c.HiddenSize, c.VocabSize, hasBias: false, dtype: dtype);
-        if (c.TieWordEmbeddings) head.weight = model.embed_tokens.weight!;
+        if (c.TieWordEmbeddings) head.weight = ((Embedding)model.embed_tokens).weight!;
         lm_head = head;
         RegisterComponents();
     }

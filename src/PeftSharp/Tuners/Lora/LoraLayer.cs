@@ -22,9 +22,9 @@ public sealed class LoraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
     readonly List<(string Adapter, Tensor Delta)> mergedDeltas = new();
 
     Module<Tensor, Tensor> base_layer;
-    ModuleDict<Linear> lora_A = new(), lora_B = new();
+    AdapterDict<Linear> lora_A = new(), lora_B = new();
     ParameterDict lora_embedding_A = new(), lora_embedding_B = new();
-    ModuleDict<DoraMagnitude> lora_magnitude_vector = new();
+    AdapterDict<DoraMagnitude> lora_magnitude_vector = new();
 
     public LoraLayer(Module<Tensor, Tensor> baseLayer) : base("LoraLayer")
     {
@@ -189,7 +189,7 @@ public sealed class LoraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
     {
         if (merged.Contains(adapter)) throw new InvalidOperationException($"adapter '{adapter}' is merged; unmerge it before deleting");
         lora_A.Remove(adapter); lora_B.Remove(adapter);
-        lora_embedding_A.Remove(adapter); lora_embedding_B.Remove(adapter);
+        if (lora_embedding_A.ContainsKey(adapter)) { lora_embedding_A.Remove(adapter); lora_embedding_B.Remove(adapter); }
         lora_magnitude_vector.Remove(adapter);
         scaling.Remove(adapter); dropoutP.Remove(adapter); fanInFanOut.Remove(adapter);
         ActiveAdapters = ActiveAdapters.Where(a => a != adapter).ToList();
