@@ -11,7 +11,7 @@ internal interface ITokenModel
 {
     IReadOnlyDictionary<string, int> Vocab { get; }
 
-    void Tokenize(string word, List<WordToken> output);
+    void Tokenize(ReadOnlySpan<char> word, List<WordToken> output);
 }
 
 /// <summary>Options of a BPE model, named as in tokenizer.json's <c>model</c> section.</summary>
@@ -33,16 +33,21 @@ internal sealed class BpeModel : ITokenModel
     const int MaxCachedWords = 200_000;
 
     readonly Dictionary<string, int> vocab;
+    readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> vocabBySpan;
     // (left id, right id) -> (rank, merged id), keyed as one long.
     readonly Dictionary<long, (int Rank, int Id)> merges;
     readonly BpeOptions options;
     readonly int? unkId;
     readonly ConcurrentDictionary<string, WordToken[]> cache = new(StringComparer.Ordinal);
+    // Looks the cache up by span, so a cache hit allocates nothing.
+    readonly ConcurrentDictionary<string, WordToken[]>.AlternateLookup<ReadOnlySpan<char>> cacheBySpan;
 
     public BpeModel(Dictionary<string, int> vocab, IReadOnlyList<(string Left, string Right)> mergeList, BpeOptions options, string source)
     {
         this.vocab = vocab;
         this.options = options;
+        cacheBySpan = cache.GetAlternateLookup<ReadOnlySpan<char>>();
+        vocabBySpan = vocab.GetAlternateLookup<ReadOnlySpan<char>>();
         if (options.UnkToken != null && vocab.TryGetValue(options.UnkToken, out var unk)) unkId = unk;
         merges = new Dictionary<long, (int, int)>(mergeList.Count);
         var prefixLength = options.ContinuingSubwordPrefix?.Length ?? 0;
@@ -58,14 +63,15 @@ internal sealed class BpeModel : ITokenModel
 
     public IReadOnlyDictionary<string, int> Vocab => vocab;
 
-    public void Tokenize(string word, List<WordToken> output)
+    public void Tokenize(ReadOnlySpan<char> word, List<WordToken> output)
     {
-        if (word.Length == 0) return;
-        if (!cache.TryGetValue(word, out var tokens))
+        if (word.IsEmpty) return;
+        if (!cacheBySpan.TryGetValue(word, out var tokens))
         {
-            tokens = Merge(word);
+            var key = word.ToString();
+            tokens = Merge(key);
             if (cache.Count >= MaxCachedWords) cache.Clear();
-            cache.TryAdd(word, tokens);
+            cache.TryAdd(key, tokens);
         }
         output.AddRange(tokens);
     }
@@ -121,10 +127,17 @@ internal sealed class BpeModel : ITokenModel
         for (int i = 0; i < word.Length;)
         {
             var end = ByteLevel.NextCodePoint(word, i);
+            var plain = (i == 0 || options.ContinuingSubwordPrefix == null) && (end < word.Length || options.EndOfWordSuffix == null);
+            if (plain && vocabBySpan.TryGetValue(word.AsSpan(i, end - i), out var id))
+            {
+                symbols.Add((id, i, end));
+                i = end;
+                continue;
+            }
             var piece = word[i..end];
             if (i > 0 && options.ContinuingSubwordPrefix != null) piece = options.ContinuingSubwordPrefix + piece;
             if (end == word.Length && options.EndOfWordSuffix != null) piece += options.EndOfWordSuffix;
-            if (vocab.TryGetValue(piece, out var id)) symbols.Add((id, i, end));
+            if (vocab.TryGetValue(piece, out id)) symbols.Add((id, i, end));
             else if (!(options.ByteFallback && TryByteFallback(piece, i, end, symbols)) && unkId is int unk)
             {
                 if (options.FuseUnk && symbols.Count > 0 && symbols[^1].Id == unk) symbols[^1] = (unk, symbols[^1].Start, end);

@@ -27,28 +27,50 @@ internal static class ByteLevel
         return table;
     }
 
-    /// <summary>Replaces each char by the byte-level chars of its UTF-8 bytes, keeping the alignment.</summary>
-    public static NormalizedText ToByteChars(NormalizedText piece)
+    /// <summary>
+    /// Replaces each char of every word by the byte-level chars of its UTF-8 bytes, keeping the alignment.
+    /// Words sharing a source are mapped with it in one pass, and re-pointed into the mapped text.
+    /// </summary>
+    public static void ToByteChars(List<Word> words)
     {
-        var text = piece.Text;
-        var ascii = true;
-        foreach (var c in text) ascii &= c < 0x80;
-        if (ascii)
+        NormalizedText? source = null, mapped = null;
+        int[]? mappedIndex = null; // char index in source -> char index in mapped (null: the same)
+        for (int i = 0; i < words.Count; i++)
         {
-            // One byte per char: a char-for-char rewrite, no new alignment arrays.
-            return piece.WithText(string.Create(text.Length, text, (dst, src) =>
+            var w = words[i];
+            if (!ReferenceEquals(w.Source, source))
+            {
+                source = w.Source;
+                (mapped, mappedIndex) = Map(source);
+            }
+            words[i] = mappedIndex == null ? w with { Source = mapped! } : new Word(mapped!, mappedIndex[w.Start], mappedIndex[w.End]);
+        }
+    }
+
+    static (NormalizedText, int[]?) Map(NormalizedText source)
+    {
+        var text = source.Text;
+        if (!text.AsSpan().ContainsAnyInRange('\u0080', '\uFFFF'))
+        {
+            // ASCII: one byte per char, so a char-for-char rewrite and no index translation.
+            return (source.WithText(string.Create(text.Length, text, (dst, src) =>
             {
                 for (int i = 0; i < src.Length; i++) dst[i] = ByteToChar[src[i]];
-            }));
+            })), null);
         }
-        var bytes = new byte[4];
-        return piece.Transform(NextCodePoint, unit =>
+        var builder = new NormalizedText.Builder(text.Length * 2);
+        var index = new int[text.Length + 1];
+        Span<byte> bytes = stackalloc byte[4];
+        for (int i = 0; i < text.Length;)
         {
-            var n = Encoding.UTF8.GetBytes(unit, bytes);
-            var chars = new char[n];
-            for (int i = 0; i < n; i++) chars[i] = ByteToChar[bytes[i]];
-            return new string(chars);
-        });
+            var end = NextCodePoint(text, i);
+            var n = Encoding.UTF8.GetBytes(text.AsSpan(i, end - i), bytes);
+            for (int k = i; k < end; k++) index[k] = builder.Length;
+            for (int k = 0; k < n; k++) builder.Append(ByteToChar[bytes[k]], source.OriginalStart(i), source.OriginalEnd(end - 1));
+            i = end;
+        }
+        index[text.Length] = builder.Length;
+        return (builder.Build(), index);
     }
 
     /// <summary>End of the code point starting at <paramref name="i"/> (a surrogate pair is one unit).</summary>

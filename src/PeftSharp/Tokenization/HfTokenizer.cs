@@ -111,7 +111,7 @@ public sealed class HfTokenizer
         var offsets = new List<TokenSpan>(ids.Capacity);
         var segments = new List<Segment>();
         rawAddedTokens.Split(NormalizedText.Verbatim(text), segments);
-        var words = new List<NormalizedText>();
+        var words = new List<Word>();
         var tokens = new List<WordToken>();
         foreach (var (raw, rawId) in segments)
         {
@@ -124,7 +124,7 @@ public sealed class HfTokenizer
             {
                 if (pieceId is int id) { Add(id, piece.OriginalSpan(0, piece.Length)); continue; }
                 words.Clear();
-                words.Add(piece);
+                words.Add(Word.Whole(piece));
                 pipeline.PreTokenizer?.PreTokenize(words);
                 foreach (var word in words)
                 {

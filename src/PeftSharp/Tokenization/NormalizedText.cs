@@ -107,6 +107,8 @@ internal sealed class NormalizedText
         readonly List<int> starts = new(capacity);
         readonly List<int> ends = new(capacity);
 
+        public int Length => text.Length;
+
         public void Append(char c, int originalStart, int originalEnd)
         {
             text.Append(c);
@@ -116,6 +118,22 @@ internal sealed class NormalizedText
 
         public NormalizedText Build() => new(text.ToString(), 0, [.. starts], [.. ends]);
     }
+}
+
+/// <summary>
+/// A word produced by pre-tokenization: chars [Start, End) of a shared <see cref="NormalizedText"/>.
+/// Words are spans rather than strings so that a megabyte of text does not become 250k small allocations.
+/// </summary>
+internal readonly record struct Word(NormalizedText Source, int Start, int End)
+{
+    public static Word Whole(NormalizedText text) => new(text, 0, text.Length);
+
+    public ReadOnlySpan<char> Text => Source.Text.AsSpan(Start, End - Start);
+
+    public int Length => End - Start;
+
+    /// <summary>The original span of the word's chars [from, to).</summary>
+    public TokenSpan OriginalSpan(int from, int to) => Source.OriginalSpan(Start + from, Start + to);
 }
 
 /// <summary>A span [Start, End) of chars in the text given to <see cref="HfTokenizer.EncodeWithOffsets"/>.</summary>

@@ -5,8 +5,8 @@ namespace PeftSharp.Tokenization;
 /// <summary>Splits normalized text into the words the model tokenizes one by one (HF's <c>pre_tokenizer</c>).</summary>
 internal interface IPreTokenizer
 {
-    /// <summary>Replaces <paramref name="pieces"/> by their words, in order.</summary>
-    void PreTokenize(List<NormalizedText> pieces);
+    /// <summary>Replaces <paramref name="words"/> by the words they split into, in order.</summary>
+    void PreTokenize(List<Word> words);
 }
 
 /// <summary>
@@ -17,32 +17,33 @@ internal sealed class ByteLevelPreTokenizer(bool addPrefixSpace, bool useRegex) 
 {
     static readonly CodePointRegex gpt2 = new(ByteLevel.Gpt2Pattern, "ByteLevel");
 
-    public void PreTokenize(List<NormalizedText> pieces)
+    public void PreTokenize(List<Word> words)
     {
         if (addPrefixSpace)
         {
-            for (int i = 0; i < pieces.Count; i++)
+            for (int i = 0; i < words.Count; i++)
             {
-                if (!pieces[i].Text.StartsWith(' ')) pieces[i] = pieces[i].Prepend(" ");
+                var w = words[i];
+                if (!w.Text.StartsWith(' ')) words[i] = Word.Whole(w.Source.Slice(w.Start, w.End).Prepend(" "));
             }
         }
-        if (useRegex) Splitting.SplitAll(pieces, text => gpt2.Matches(text, invert: false), SplitBehavior.Isolated);
-        for (int i = 0; i < pieces.Count; i++) pieces[i] = ByteLevel.ToByteChars(pieces[i]);
+        if (useRegex) Splitting.SplitAll(words, text => gpt2.Matches(text, invert: false), SplitBehavior.Isolated);
+        ByteLevel.ToByteChars(words);
     }
 }
 
 /// <summary>HF's <c>Split</c>: a regex or a literal string, a behavior, and optionally inverted matches.</summary>
 internal sealed class SplitPreTokenizer(CodePointRegex pattern, SplitBehavior behavior, bool invert) : IPreTokenizer
 {
-    public void PreTokenize(List<NormalizedText> pieces) =>
-        Splitting.SplitAll(pieces, text => pattern.Matches(text, invert), behavior);
+    public void PreTokenize(List<Word> words) =>
+        Splitting.SplitAll(words, text => pattern.Matches(text, invert), behavior);
 }
 
 /// <summary>HF's <c>Digits</c>: ASCII digits isolated one by one, or as runs.</summary>
 internal sealed class DigitsPreTokenizer(bool individualDigits) : IPreTokenizer
 {
-    public void PreTokenize(List<NormalizedText> pieces) => Splitting.SplitAll(
-        pieces,
+    public void PreTokenize(List<Word> words) => Splitting.SplitAll(
+        words,
         text => Splitting.CodePointMatches(text, r => r.Value is >= '0' and <= '9'),
         individualDigits ? SplitBehavior.Isolated : SplitBehavior.Contiguous);
 }
@@ -50,10 +51,10 @@ internal sealed class DigitsPreTokenizer(bool individualDigits) : IPreTokenizer
 /// <summary>BERT's pre-tokenizer: split on whitespace (dropped), then isolate every punctuation char.</summary>
 internal sealed class BertPreTokenizer : IPreTokenizer
 {
-    public void PreTokenize(List<NormalizedText> pieces)
+    public void PreTokenize(List<Word> words)
     {
-        Splitting.SplitAll(pieces, text => Splitting.CodePointMatches(text, Rune.IsWhiteSpace), SplitBehavior.Removed);
-        Splitting.SplitAll(pieces, text => Splitting.CodePointMatches(text, IsPunctuation), SplitBehavior.Isolated);
+        Splitting.SplitAll(words, text => Splitting.CodePointMatches(text, Rune.IsWhiteSpace), SplitBehavior.Removed);
+        Splitting.SplitAll(words, text => Splitting.CodePointMatches(text, IsPunctuation), SplitBehavior.Isolated);
     }
 
     /// <summary>ASCII punctuation (which includes symbols such as $ + &lt; = &gt; ^ ` |) or any Unicode P* char.</summary>
@@ -65,30 +66,30 @@ internal sealed class BertPreTokenizer : IPreTokenizer
 /// <summary>HF's <c>Punctuation</c> pre-tokenizer (BERT's punctuation rule with a chosen behavior).</summary>
 internal sealed class PunctuationPreTokenizer(SplitBehavior behavior) : IPreTokenizer
 {
-    public void PreTokenize(List<NormalizedText> pieces) =>
-        Splitting.SplitAll(pieces, text => Splitting.CodePointMatches(text, BertPreTokenizer.IsPunctuation), behavior);
+    public void PreTokenize(List<Word> words) =>
+        Splitting.SplitAll(words, text => Splitting.CodePointMatches(text, BertPreTokenizer.IsPunctuation), behavior);
 }
 
 /// <summary>HF's <c>WhitespaceSplit</c>: split on whitespace, which is dropped.</summary>
 internal sealed class WhitespaceSplitPreTokenizer : IPreTokenizer
 {
-    public void PreTokenize(List<NormalizedText> pieces) =>
-        Splitting.SplitAll(pieces, text => Splitting.CodePointMatches(text, Rune.IsWhiteSpace), SplitBehavior.Removed);
+    public void PreTokenize(List<Word> words) =>
+        Splitting.SplitAll(words, text => Splitting.CodePointMatches(text, Rune.IsWhiteSpace), SplitBehavior.Removed);
 }
 
 /// <summary>HF's <c>Whitespace</c>: keep runs of word chars and runs of other non-space chars.</summary>
 internal sealed class WhitespacePreTokenizer : IPreTokenizer
 {
-    static readonly CodePointRegex words = new(@"\w+|[^\w\s]+", "Whitespace");
+    static readonly CodePointRegex wordsOrPunctuation = new(@"\w+|[^\w\s]+", "Whitespace");
 
-    public void PreTokenize(List<NormalizedText> pieces) =>
-        Splitting.SplitAll(pieces, text => words.Matches(text, invert: true), SplitBehavior.Removed);
+    public void PreTokenize(List<Word> words) =>
+        Splitting.SplitAll(words, text => wordsOrPunctuation.Matches(text, invert: true), SplitBehavior.Removed);
 }
 
 internal sealed class SequencePreTokenizer(IReadOnlyList<IPreTokenizer> steps) : IPreTokenizer
 {
-    public void PreTokenize(List<NormalizedText> pieces)
+    public void PreTokenize(List<Word> words)
     {
-        foreach (var step in steps) step.PreTokenize(pieces);
+        foreach (var step in steps) step.PreTokenize(words);
     }
 }

@@ -13,19 +13,33 @@ internal readonly record struct Match(int Start, int End, bool IsMatch);
 /// <summary>HF's <c>NormalizedString::split</c>: find matches, then keep, drop or glue them by behavior.</summary>
 internal static class Splitting
 {
-    /// <summary>Replaces every piece by its non-empty parts.</summary>
-    public static void SplitAll(List<NormalizedText> pieces, Func<string, List<Match>> find, SplitBehavior behavior)
+    /// <summary>Finds the matches in a word's text.</summary>
+    public delegate List<Match> Finder(ReadOnlySpan<char> text);
+
+    /// <summary>Replaces every word by its non-empty parts.</summary>
+    public static void SplitAll(List<Word> words, Finder find, SplitBehavior behavior)
     {
-        var result = new List<NormalizedText>(pieces.Count);
-        foreach (var piece in pieces)
+        var result = new List<Word>(words.Count);
+        foreach (var word in words)
         {
-            foreach (var (start, end) in Apply(find(piece.Text), behavior))
+            var matches = find(word.Text);
+            if (behavior == SplitBehavior.Isolated)
             {
-                if (end > start) result.Add(piece.Slice(start, end));
+                // The common case (every byte-level regex split): every range is kept as is.
+                foreach (var m in matches) Add(m.Start, m.End);
+            }
+            else
+            {
+                foreach (var (start, end) in Apply(matches, behavior)) Add(start, end);
+            }
+
+            void Add(int start, int end)
+            {
+                if (end > start) result.Add(new Word(word.Source, word.Start + start, word.Start + end));
             }
         }
-        pieces.Clear();
-        pieces.AddRange(result);
+        words.Clear();
+        words.AddRange(result);
     }
 
     static List<(int Start, int End)> Apply(List<Match> matches, SplitBehavior behavior)
@@ -71,14 +85,15 @@ internal static class Splitting
     }
 
     /// <summary>Every code point for which <paramref name="predicate"/> holds is a match of its own.</summary>
-    public static List<Match> CodePointMatches(string text, Func<Rune, bool> predicate)
+    public static List<Match> CodePointMatches(ReadOnlySpan<char> text, Func<Rune, bool> predicate)
     {
         var matches = new List<Match>();
         var last = 0;
         for (int i = 0; i < text.Length;)
         {
-            var end = ByteLevel.NextCodePoint(text, i);
-            if (predicate(Rune.GetRuneAt(text, i)))
+            Rune.DecodeFromUtf16(text[i..], out var rune, out var length); // a lone surrogate reads as U+FFFD, length 1
+            var end = i + length;
+            if (predicate(rune))
             {
                 if (last < i) matches.Add(new Match(last, i, false));
                 matches.Add(new Match(i, end, true));
@@ -124,7 +139,7 @@ internal sealed class CodePointRegex
     }
 
     /// <summary>Matches and the gaps between them, covering <paramref name="text"/> (HF's regex <c>find_matches</c>).</summary>
-    public List<Match> Matches(string text, bool invert)
+    public List<Match> Matches(ReadOnlySpan<char> text, bool invert)
     {
         var matches = new List<Match>();
         if (text.Length == 0)
@@ -132,7 +147,7 @@ internal sealed class CodePointRegex
             matches.Add(new Match(0, 0, invert));
             return matches;
         }
-        var (subject, toText) = StandIn(text);
+        var subject = StandIn(text, out var toText);
         var previous = 0;
         foreach (var m in regex.EnumerateMatches(subject))
         {
@@ -147,20 +162,23 @@ internal sealed class CodePointRegex
     }
 
     /// <summary>The text with one char per code point, and where each stand-in char starts in the text.</summary>
-    static (string Subject, int[]? ToText) StandIn(string text)
+    static ReadOnlySpan<char> StandIn(ReadOnlySpan<char> text, out int[]? toText)
     {
-        if (!text.AsSpan().ContainsAnyInRange('\uD800', '\uDFFF')) return (text, null);
+        toText = null;
+        if (!text.ContainsAnyInRange('\uD800', '\uDFFF')) return text;
         var subject = new StringBuilder(text.Length);
-        var toText = new List<int>(text.Length + 1);
+        var starts = new List<int>(text.Length + 1);
         for (int i = 0; i < text.Length;)
         {
-            var end = ByteLevel.NextCodePoint(text, i);
-            subject.Append(end - i == 1 ? text[i] : Placeholder(Rune.GetUnicodeCategory(Rune.GetRuneAt(text, i))));
-            toText.Add(i);
-            i = end;
+            Rune.DecodeFromUtf16(text[i..], out var rune, out var length);
+            // A lone surrogate (invalid UTF-16) keeps its own char.
+            subject.Append(length == 1 ? text[i] : Placeholder(Rune.GetUnicodeCategory(rune)));
+            starts.Add(i);
+            i += length;
         }
-        toText.Add(text.Length);
-        return (subject.ToString(), [.. toText]);
+        starts.Add(text.Length);
+        toText = [.. starts];
+        return subject.ToString();
     }
 
     /// <summary>A BMP char whose Unicode category is <paramref name="category"/>.</summary>

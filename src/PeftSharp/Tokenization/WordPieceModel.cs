@@ -12,9 +12,10 @@ internal sealed class WordPieceModel(Dictionary<string, int> vocab, string unkTo
 
     public IReadOnlyDictionary<string, int> Vocab => vocab;
 
-    public void Tokenize(string word, List<WordToken> output)
+    public void Tokenize(ReadOnlySpan<char> text, List<WordToken> output)
     {
-        if (word.Length == 0) return;
+        if (text.IsEmpty) return;
+        var word = text.ToString();
         var codePoints = 0;
         foreach (var _ in word.EnumerateRunes()) codePoints++;
         if (codePoints > maxInputCharsPerWord)
