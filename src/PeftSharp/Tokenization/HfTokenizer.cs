@@ -44,7 +44,7 @@ public sealed class HfTokenizer
         EosToken = config.EosToken;
         PadToken = config.PadToken;
         UnkToken = config.UnkToken;
-        ChatTemplate = config.ChatTemplate;
+        ChatTemplateJinja = config.ChatTemplate;
         cleanUpSpaces = config.CleanUpTokenizationSpaces && !pipeline.IsBpe; // transformers 5 skips it for BPE
         postProcessor = pipeline.PostProcessor;
         if (config.AddBosToken != null || config.AddEosToken != null)
@@ -90,8 +90,11 @@ public sealed class HfTokenizer
     public int? PadId => PadToken is null ? null : TokenToId(PadToken);
     public int? UnkId => UnkToken is null ? null : TokenToId(UnkToken);
 
-    /// <summary>The Jinja chat template of tokenizer_config.json, if any; see <see cref="ChatTemplates"/>.</summary>
-    public string? ChatTemplate { get; }
+    /// <summary>The Jinja source of the chat template (tokenizer_config.json or chat_template.jinja), if any.</summary>
+    public string? ChatTemplateJinja { get; }
+
+    /// <summary>The chat template recognised from <see cref="ChatTemplateJinja"/>; throws if there is none or it is unknown.</summary>
+    public ChatTemplate GetChatTemplate() => Tokenization.ChatTemplate.Recognise(ChatTemplateJinja, BosToken);
 
     public int? TokenToId(string token) => tokenToId.TryGetValue(token, out var id) ? id : null;
 
