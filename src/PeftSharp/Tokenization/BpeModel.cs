@@ -39,6 +39,7 @@ internal sealed class BpeModel : ITokenModel
     readonly BpeOptions options;
     readonly int? unkId;
     readonly ConcurrentDictionary<string, WordToken[]> cache = new(StringComparer.Ordinal);
+    int cachedWords; // ConcurrentDictionary.Count takes every lock, so we count ourselves
     // Looks the cache up by span, so a cache hit allocates nothing.
     readonly ConcurrentDictionary<string, WordToken[]>.AlternateLookup<ReadOnlySpan<char>> cacheBySpan;
 
@@ -70,8 +71,12 @@ internal sealed class BpeModel : ITokenModel
         {
             var key = word.ToString();
             tokens = Merge(key);
-            if (cache.Count >= MaxCachedWords) cache.Clear();
-            cache.TryAdd(key, tokens);
+            if (cachedWords >= MaxCachedWords)
+            {
+                cache.Clear();
+                cachedWords = 0;
+            }
+            if (cache.TryAdd(key, tokens)) Interlocked.Increment(ref cachedWords);
         }
         output.AddRange(tokens);
     }

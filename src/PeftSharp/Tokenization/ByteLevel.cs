@@ -1,4 +1,5 @@
 using System.Text;
+using System.Text.RegularExpressions;
 
 namespace PeftSharp.Tokenization;
 
@@ -7,13 +8,17 @@ namespace PeftSharp.Tokenization;
 /// so byte-level BPE vocabularies are plain strings. Printable Latin-1 bytes map to themselves, the other
 /// 68 bytes to U+0100 onwards, in byte order (<c>bytes_to_unicode</c> in GPT-2's encoder.py).
 /// </summary>
-internal static class ByteLevel
+internal static partial class ByteLevel
 {
     public static readonly char[] ByteToChar = BuildTable();
     static readonly Dictionary<char, byte> charToByte = Enumerable.Range(0, 256).ToDictionary(b => ByteToChar[b], b => (byte)b);
 
     /// <summary>GPT-2's pre-tokenizer regex (used by the ByteLevel pre-tokenizer when use_regex is true).</summary>
     public const string Gpt2Pattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+
+    // Source-generated: no regex compilation at run time, and faster matching than RegexOptions.Compiled.
+    [GeneratedRegex(Gpt2Pattern, RegexOptions.CultureInvariant)]
+    public static partial Regex Gpt2Regex();
 
     static char[] BuildTable()
     {

@@ -15,7 +15,7 @@ internal interface IPreTokenizer
 /// </summary>
 internal sealed class ByteLevelPreTokenizer(bool addPrefixSpace, bool useRegex) : IPreTokenizer
 {
-    static readonly CodePointRegex gpt2 = new(ByteLevel.Gpt2Pattern, "ByteLevel");
+    static readonly CodePointRegex gpt2 = new(ByteLevel.Gpt2Regex());
 
     public void PreTokenize(List<Word> words)
     {
@@ -27,7 +27,7 @@ internal sealed class ByteLevelPreTokenizer(bool addPrefixSpace, bool useRegex) 
                 if (!w.Text.StartsWith(' ')) words[i] = Word.Whole(w.Source.Slice(w.Start, w.End).Prepend(" "));
             }
         }
-        if (useRegex) Splitting.SplitAll(words, text => gpt2.Matches(text, invert: false), SplitBehavior.Isolated);
+        if (useRegex) Splitting.SplitAll(words, (text, matches) => gpt2.Matches(text, invert: false, matches), SplitBehavior.Isolated);
         ByteLevel.ToByteChars(words);
     }
 }
@@ -36,7 +36,7 @@ internal sealed class ByteLevelPreTokenizer(bool addPrefixSpace, bool useRegex) 
 internal sealed class SplitPreTokenizer(CodePointRegex pattern, SplitBehavior behavior, bool invert) : IPreTokenizer
 {
     public void PreTokenize(List<Word> words) =>
-        Splitting.SplitAll(words, text => pattern.Matches(text, invert), behavior);
+        Splitting.SplitAll(words, (text, matches) => pattern.Matches(text, invert, matches), behavior);
 }
 
 /// <summary>HF's <c>Digits</c>: ASCII digits isolated one by one, or as runs.</summary>
@@ -44,7 +44,7 @@ internal sealed class DigitsPreTokenizer(bool individualDigits) : IPreTokenizer
 {
     public void PreTokenize(List<Word> words) => Splitting.SplitAll(
         words,
-        text => Splitting.CodePointMatches(text, r => r.Value is >= '0' and <= '9'),
+        (text, matches) => Splitting.CodePointMatches(text, r => r.Value is >= '0' and <= '9', matches),
         individualDigits ? SplitBehavior.Isolated : SplitBehavior.Contiguous);
 }
 
@@ -53,8 +53,8 @@ internal sealed class BertPreTokenizer : IPreTokenizer
 {
     public void PreTokenize(List<Word> words)
     {
-        Splitting.SplitAll(words, text => Splitting.CodePointMatches(text, Rune.IsWhiteSpace), SplitBehavior.Removed);
-        Splitting.SplitAll(words, text => Splitting.CodePointMatches(text, IsPunctuation), SplitBehavior.Isolated);
+        Splitting.SplitAll(words, (text, matches) => Splitting.CodePointMatches(text, Rune.IsWhiteSpace, matches), SplitBehavior.Removed);
+        Splitting.SplitAll(words, (text, matches) => Splitting.CodePointMatches(text, IsPunctuation, matches), SplitBehavior.Isolated);
     }
 
     /// <summary>ASCII punctuation (which includes symbols such as $ + &lt; = &gt; ^ ` |) or any Unicode P* char.</summary>
@@ -67,14 +67,14 @@ internal sealed class BertPreTokenizer : IPreTokenizer
 internal sealed class PunctuationPreTokenizer(SplitBehavior behavior) : IPreTokenizer
 {
     public void PreTokenize(List<Word> words) =>
-        Splitting.SplitAll(words, text => Splitting.CodePointMatches(text, BertPreTokenizer.IsPunctuation), behavior);
+        Splitting.SplitAll(words, (text, matches) => Splitting.CodePointMatches(text, BertPreTokenizer.IsPunctuation, matches), behavior);
 }
 
 /// <summary>HF's <c>WhitespaceSplit</c>: split on whitespace, which is dropped.</summary>
 internal sealed class WhitespaceSplitPreTokenizer : IPreTokenizer
 {
     public void PreTokenize(List<Word> words) =>
-        Splitting.SplitAll(words, text => Splitting.CodePointMatches(text, Rune.IsWhiteSpace), SplitBehavior.Removed);
+        Splitting.SplitAll(words, (text, matches) => Splitting.CodePointMatches(text, Rune.IsWhiteSpace, matches), SplitBehavior.Removed);
 }
 
 /// <summary>HF's <c>Whitespace</c>: keep runs of word chars and runs of other non-space chars.</summary>
@@ -83,7 +83,7 @@ internal sealed class WhitespacePreTokenizer : IPreTokenizer
     static readonly CodePointRegex wordsOrPunctuation = new(@"\w+|[^\w\s]+", "Whitespace");
 
     public void PreTokenize(List<Word> words) =>
-        Splitting.SplitAll(words, text => wordsOrPunctuation.Matches(text, invert: true), SplitBehavior.Removed);
+        Splitting.SplitAll(words, (text, matches) => wordsOrPunctuation.Matches(text, invert: true, matches), SplitBehavior.Removed);
 }
 
 internal sealed class SequencePreTokenizer(IReadOnlyList<IPreTokenizer> steps) : IPreTokenizer

@@ -13,16 +13,18 @@ internal readonly record struct Match(int Start, int End, bool IsMatch);
 /// <summary>HF's <c>NormalizedString::split</c>: find matches, then keep, drop or glue them by behavior.</summary>
 internal static class Splitting
 {
-    /// <summary>Finds the matches in a word's text.</summary>
-    public delegate List<Match> Finder(ReadOnlySpan<char> text);
+    /// <summary>Appends the matches in a word's text to <paramref name="matches"/>.</summary>
+    public delegate void Finder(ReadOnlySpan<char> text, List<Match> matches);
 
     /// <summary>Replaces every word by its non-empty parts.</summary>
     public static void SplitAll(List<Word> words, Finder find, SplitBehavior behavior)
     {
         var result = new List<Word>(words.Count);
+        var matches = new List<Match>(); // reused: one list per call, not per word
         foreach (var word in words)
         {
-            var matches = find(word.Text);
+            matches.Clear();
+            find(word.Text, matches);
             if (behavior == SplitBehavior.Isolated)
             {
                 // The common case (every byte-level regex split): every range is kept as is.
@@ -85,9 +87,8 @@ internal static class Splitting
     }
 
     /// <summary>Every code point for which <paramref name="predicate"/> holds is a match of its own.</summary>
-    public static List<Match> CodePointMatches(ReadOnlySpan<char> text, Func<Rune, bool> predicate)
+    public static void CodePointMatches(ReadOnlySpan<char> text, Func<Rune, bool> predicate, List<Match> matches)
     {
-        var matches = new List<Match>();
         var last = 0;
         for (int i = 0; i < text.Length;)
         {
@@ -102,7 +103,6 @@ internal static class Splitting
             i = end;
         }
         if (last < text.Length || text.Length == 0) matches.Add(new Match(last, text.Length, false));
-        return matches;
     }
 
     public static SplitBehavior ParseBehavior(string name, string source) => name switch
@@ -126,6 +126,8 @@ internal sealed class CodePointRegex
 {
     readonly Regex regex;
 
+    public CodePointRegex(Regex regex) => this.regex = regex;
+
     public CodePointRegex(string pattern, string source)
     {
         try
@@ -139,13 +141,12 @@ internal sealed class CodePointRegex
     }
 
     /// <summary>Matches and the gaps between them, covering <paramref name="text"/> (HF's regex <c>find_matches</c>).</summary>
-    public List<Match> Matches(ReadOnlySpan<char> text, bool invert)
+    public void Matches(ReadOnlySpan<char> text, bool invert, List<Match> matches)
     {
-        var matches = new List<Match>();
         if (text.Length == 0)
         {
             matches.Add(new Match(0, 0, invert));
-            return matches;
+            return;
         }
         var subject = StandIn(text, out var toText);
         var previous = 0;
@@ -158,7 +159,6 @@ internal sealed class CodePointRegex
             previous = end;
         }
         if (previous < text.Length) matches.Add(new Match(previous, text.Length, invert));
-        return matches;
     }
 
     /// <summary>The text with one char per code point, and where each stand-in char starts in the text.</summary>
