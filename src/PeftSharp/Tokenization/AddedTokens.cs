@@ -1,4 +1,4 @@
-using System.Text.RegularExpressions;
+using System.Globalization;
 
 namespace PeftSharp.Tokenization;
 
@@ -65,5 +65,7 @@ internal sealed class AddedTokenMatcher
     static bool IsSingleWord(string s, int start, int stop) =>
         (start == 0 || !IsWordChar(s[start - 1])) && (stop == s.Length || !IsWordChar(s[stop]));
 
-    static bool IsWordChar(char c) => Regex.IsMatch(c.ToString(), @"^\w$");
+    static bool IsWordChar(char c) => char.IsLetterOrDigit(c) || CharUnicodeInfo.GetUnicodeCategory(c) is
+        UnicodeCategory.ConnectorPunctuation or UnicodeCategory.NonSpacingMark or UnicodeCategory.SpacingCombiningMark
+        or UnicodeCategory.EnclosingMark or UnicodeCategory.LetterNumber;
 }

@@ -55,7 +55,8 @@ internal sealed class BpeModel : ITokenModel
         for (int rank = 0; rank < mergeList.Count; rank++)
         {
             var (left, right) = mergeList[rank];
-            var merged = left + (prefixLength > 0 && right.StartsWith(options.ContinuingSubwordPrefix!, StringComparison.Ordinal) ? right[prefixLength..] : right);
+            var continues = prefixLength > 0 && right.StartsWith(options.ContinuingSubwordPrefix!, StringComparison.Ordinal);
+            var merged = left + (continues ? right[prefixLength..] : right);
             if (!vocab.TryGetValue(left, out var a) || !vocab.TryGetValue(right, out var b) || !vocab.TryGetValue(merged, out var id))
                 throw new InvalidDataException($"{source}: merge #{rank} ('{left}' '{right}') uses a token that is not in the vocabulary");
             merges.TryAdd(Key(a, b), (rank, id)); // a repeated pair keeps its first (best) rank, like HF

@@ -58,12 +58,15 @@ public sealed class HfTokenizer
         }
     }
 
-    /// <summary>Loads <c>tokenizer.json</c> and, if present, <c>tokenizer_config.json</c> / <c>chat_template.jinja</c> from a model folder.</summary>
+    /// <summary>
+    /// Loads <c>tokenizer.json</c> and, if present, <c>tokenizer_config.json</c> and <c>chat_template.jinja</c> from a model folder.
+    /// </summary>
     public static HfTokenizer Load(string folder)
     {
         var path = Path.Combine(folder, "tokenizer.json");
         if (!File.Exists(path))
-            throw new FileNotFoundException($"no tokenizer.json in '{folder}': only tokenizers saved by HF tokenizers/transformers (\"fast\" tokenizers) are supported", path);
+            throw new FileNotFoundException(
+                $"no tokenizer.json in '{folder}': only tokenizers saved by HF tokenizers/transformers (\"fast\" tokenizers) are supported", path);
         var configPath = Path.Combine(folder, "tokenizer_config.json");
         var jinjaPath = Path.Combine(folder, "chat_template.jinja");
         return FromJson(File.ReadAllText(path), File.Exists(configPath) ? File.ReadAllText(configPath) : null,
@@ -71,7 +74,8 @@ public sealed class HfTokenizer
     }
 
     /// <summary>Builds a tokenizer from the text of a tokenizer.json (and optionally tokenizer_config.json).</summary>
-    public static HfTokenizer FromJson(string tokenizerJson, string? tokenizerConfigJson = null, string? chatTemplate = null, string source = "tokenizer.json")
+    public static HfTokenizer FromJson(
+        string tokenizerJson, string? tokenizerConfigJson = null, string? chatTemplate = null, string source = "tokenizer.json")
     {
         var pipeline = TokenizerJson.Read(tokenizerJson, source);
         var config = TokenizerConfig.Parse(tokenizerConfigJson, chatTemplate, Path.ChangeExtension(source, null) + "_config.json");

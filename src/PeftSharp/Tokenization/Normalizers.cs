@@ -18,7 +18,7 @@ internal sealed class BertNormalizer(bool cleanText, bool handleChineseChars, bo
 {
     public NormalizedText Normalize(NormalizedText text) => text.Transform(ByteLevel.NextCodePoint, unit =>
     {
-        var r = Rune.GetRuneAt(unit, 0);
+        Rune.DecodeFromUtf16(unit, out var r, out _); // a lone surrogate reads as U+FFFD, as its UTF-8 would
         if (cleanText)
         {
             if (r.Value is 0 or 0xFFFD || IsControl(r)) return "";
@@ -26,7 +26,7 @@ internal sealed class BertNormalizer(bool cleanText, bool handleChineseChars, bo
         }
         if (handleChineseChars && IsChineseChar(r.Value)) return " " + (lowercase ? Lowercase.Map(unit) : unit) + " ";
         var s = unit;
-        if (stripAccents && !char.IsSurrogate(unit[0]))
+        if (stripAccents && !(unit.Length == 1 && char.IsSurrogate(unit[0]))) // a lone surrogate cannot be normalized
         {
             var decomposed = unit.Normalize(NormalizationForm.FormD);
             var kept = new StringBuilder(decomposed.Length);
@@ -70,12 +70,18 @@ internal sealed class UnicodeNormalizer(NormalizationForm form) : INormalizer
 {
     public NormalizedText Normalize(NormalizedText text)
     {
-        if (text.Text.IsNormalized(form)) return text;
+        if (IsNormalized(text.Text, form)) return text;
         return text.Transform(NextCluster, unit =>
         {
             try { return unit.Normalize(form); }
             catch (ArgumentException) { return unit; } // a lone surrogate: HF strings cannot hold one
         });
+    }
+
+    static bool IsNormalized(string text, NormalizationForm form)
+    {
+        try { return text.IsNormalized(form); }
+        catch (ArgumentException) { return false; } // lone surrogates: normalize cluster by cluster below
     }
 
     /// <summary>A code point plus following combining marks and Hangul vowel/final jamo (what composition joins).</summary>
@@ -84,7 +90,7 @@ internal sealed class UnicodeNormalizer(NormalizationForm form) : INormalizer
         var end = ByteLevel.NextCodePoint(text, i);
         while (end < text.Length)
         {
-            var r = Rune.GetRuneAt(text, end);
+            Rune.DecodeFromUtf16(text.AsSpan(end), out var r, out _);
             var joins = r.Value is (>= 0x1161 and <= 0x1175) or (>= 0x11A8 and <= 0x11C2)
                 || Rune.GetUnicodeCategory(r) is UnicodeCategory.NonSpacingMark or UnicodeCategory.SpacingCombiningMark
                     or UnicodeCategory.EnclosingMark;

@@ -37,7 +37,8 @@ internal static class TokenizerJson
     static ITokenModel Model(JsonElement e, string source, out bool isBpe)
     {
         // Old files omit the type; HF then guesses from the fields present, and so do we.
-        var type = String(e, "type") ?? (e.TryGetProperty("merges", out _) ? "BPE" : e.TryGetProperty("max_input_chars_per_word", out _) ? "WordPiece" : null);
+        var type = String(e, "type")
+            ?? (e.TryGetProperty("merges", out _) ? "BPE" : e.TryGetProperty("max_input_chars_per_word", out _) ? "WordPiece" : null);
         isBpe = type == "BPE";
         var vocab = e.GetProperty("vocab").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetInt32(), StringComparer.Ordinal);
         switch (type)

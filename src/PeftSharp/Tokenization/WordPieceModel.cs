@@ -5,7 +5,8 @@ namespace PeftSharp.Tokenization;
 /// continuation prefix ("##"). A word with any unmatchable rest, or longer than
 /// <c>max_input_chars_per_word</c> code points, becomes a single unk token (HF's <c>WordPiece::tokenize</c>).
 /// </summary>
-internal sealed class WordPieceModel(Dictionary<string, int> vocab, string unkToken, string prefix, int maxInputCharsPerWord, string source) : ITokenModel
+internal sealed class WordPieceModel(
+    Dictionary<string, int> vocab, string unkToken, string prefix, int maxInputCharsPerWord, string source) : ITokenModel
 {
     readonly int unkId = vocab.TryGetValue(unkToken, out var id) ? id
         : throw new InvalidDataException($"{source}: the WordPiece unk_token '{unkToken}' is not in the vocabulary");

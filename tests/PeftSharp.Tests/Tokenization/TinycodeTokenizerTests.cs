@@ -56,6 +56,15 @@ public class TinycodeTokenizerTests
         Assert.Equal("x = 1def f():", tokenizer.Decode(ids, skipSpecialTokens: true));
     }
 
+    [Fact]
+    public void A_lone_surrogate_encodes_as_the_replacement_char()
+    {
+        var tokenizer = Load();
+
+        // .NET strings can hold invalid UTF-16; its UTF-8 is EF BF BD, which decodes to U+FFFD.
+        Assert.Equal("a\uFFFDb", tokenizer.Decode(tokenizer.Encode("a\uD800b")));
+    }
+
     /// <summary>
     /// The probe rows are 256-token windows of real Python tokenized by HF (2,048 ids in all). Decoding a row and
     /// encoding it again gives the row back: a strong check of merges and pre-tokenization on real code.

@@ -100,6 +100,12 @@ public class WordPieceTests
     }
 
     [Fact]
+    public void Control_chars_and_lone_surrogates_are_cleaned_away()
+    {
+        Assert.Equal([9, 19], Bert().Encode("hel\u0000lo\uD800 \u200Bworld", addSpecialTokens: false));
+    }
+
+    [Fact]
     public void Unsupported_components_are_named_in_the_error()
     {
         var json = TokenizerJson(normalizer: """{"type": "Precompiled", "precompiled_charsmap": ""}""");
