@@ -57,6 +57,17 @@ public class TinycodeTokenizerTests
     }
 
     [Fact]
+    public void Add_bos_token_in_the_config_replaces_the_post_processor()
+    {
+        // transformers 5 rebuilds the template as "[bos] $A [eos]" when tokenizer_config sets add_bos/eos_token.
+        var json = File.ReadAllText(Path.Combine(folder, "tokenizer.json"));
+        var tokenizer = HfTokenizer.FromJson(json, """{"bos_token": "<|endoftext|>", "eos_token": "<|pad|>", "add_bos_token": true}""");
+
+        Assert.Equal([0, .. Load().Encode("x = 1")], tokenizer.Encode("x = 1"));
+        Assert.Equal(Load().Encode("x = 1"), tokenizer.Encode("x = 1", addSpecialTokens: false));
+    }
+
+    [Fact]
     public void A_lone_surrogate_encodes_as_the_replacement_char()
     {
         var tokenizer = Load();
