@@ -13,20 +13,27 @@ namespace PeftSharp.Tests;
 /// </summary>
 internal sealed class ToyLm : IDisposable
 {
-    public const int Vocab = 140;
+    public readonly int Vocab;
     public readonly Parameter W, P, C;
     public double Dropout { get; init; }
     public bool Training { get; set; } = true;
 
-    public ToyLm(long seed, int maxPositions = 64)
+    public ToyLm(long seed, int vocab = 140, int maxPositions = 64)
     {
+        Vocab = vocab;
         using var g = new Generator((ulong)seed);
-        W = new Parameter(randn(Vocab, Vocab, generator: g) * 0.1f);
-        P = new Parameter(randn(maxPositions, Vocab, generator: g) * 0.1f);
-        C = new Parameter(randn(Vocab, Vocab, generator: g) * 0.1f);
+        W = new Parameter(randn(vocab, vocab, generator: g) * 0.1f);
+        P = new Parameter(randn(maxPositions, vocab, generator: g) * 0.1f);
+        C = new Parameter(randn(vocab, vocab, generator: g) * 0.1f);
     }
 
     public IReadOnlyList<(string Name, Parameter P)> Parameters => [("w", W), ("p", P), ("c", C)];
+
+    /// <summary>The toy as the trainer sees it; the "adapter" is all three tensors in one safetensors file.</summary>
+    public PeftSharp.Training.TrainableModel AsTrainable(Func<Batch, Tensor>? loss = null) =>
+        new(Parameters, loss ?? Loss, folder => PeftSharp.IO.SafetensorsWriter.Save(Path.Combine(folder, "adapter_model.safetensors"),
+            Parameters.ToDictionary(p => p.Name, p => (Tensor)p.P)))
+        { SetTrainingMode = on => Training = on };
 
     public Tensor Logits(Batch b)
     {
