@@ -143,7 +143,7 @@ public static class Trainer
                 if (eval is not null && o.EvalSteps > 0 && step % o.EvalSteps == 0 && step < totalSteps) Evaluate(step);
                 var saved = false;
                 if (outDir is not null && o.SaveSteps > 0 && step % o.SaveSteps == 0) { SaveCheckpoint(); saved = true; }
-                if (interrupted == 1 || hooks.Cancel.IsCancellationRequested)
+                if (Volatile.Read(ref interrupted) == 1 || hooks.Cancel.IsCancellationRequested)
                 {
                     if (outDir is not null && !saved) SaveCheckpoint();
                     reason = StopReason.Interrupted;

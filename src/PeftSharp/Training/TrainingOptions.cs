@@ -79,6 +79,25 @@ public sealed record TrainingOptions
     public string? SamplePrompt { get; init; }
     public int SampleMaxNewTokens { get; init; } = 48;
 
+    /// <summary>
+    /// The data half of these options, for <see cref="Data.TrainingDataset.Load"/>. <paramref name="defaultTrainPath"/>
+    /// (the bundled first-run data, say) is used when <see cref="TrainFile"/> is not set.
+    /// </summary>
+    public Data.DataOptions DataOptions(string? defaultTrainPath = null) => new()
+    {
+        TrainPath = TrainFile ?? defaultTrainPath ?? throw new ArgumentException("option train_file is not set"),
+        EvalPath = EvalFile,
+        EvalRatio = EvalRatio,
+        Seed = Seed,
+        MaxLength = MaxLength,
+        Packing = Packing,
+        CompletionOnlyLoss = CompletionOnlyLoss,
+        AssistantOnlyLoss = AssistantOnlyLoss,
+        SkipBadRecords = SkipBadRecords,
+        TextField = DatasetTextField,
+        LabelField = Task == "seq_cls" ? LabelColumn : null,
+    };
+
     /// <summary>Checks ranges and names; the message names the option and what it accepts.</summary>
     public TrainingOptions Validate()
     {

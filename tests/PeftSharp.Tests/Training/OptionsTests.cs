@@ -47,6 +47,17 @@ public class OptionsTests
     }
 
     [Fact]
+    public void Data_options_follow_the_training_options()
+    {
+        var o = new TrainingOptions { Task = "seq_cls", MaxLength = 64, Packing = false, EvalFile = "e.csv", Seed = 5 };
+        var d = o.DataOptions("bundled.jsonl");
+        Assert.Equal("bundled.jsonl", d.TrainPath);
+        Assert.Equal("label", d.LabelField);
+        Assert.Equal((64, "e.csv", 5L), (d.MaxLength, d.EvalPath, d.Seed));
+        Assert.Null(new TrainingOptions { TrainFile = "t.jsonl" }.DataOptions().LabelField);
+    }
+
+    [Fact]
     public void Unknown_or_malformed_options_are_named()
     {
         var e = Assert.Throws<ArgumentException>(() => new TrainingOptions().With("--learning-rat", "1"));
