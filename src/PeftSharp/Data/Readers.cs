@@ -1,0 +1,155 @@
+using System.Text;
+using System.Text.Json;
+
+namespace PeftSharp.Data;
+
+/// <summary>
+/// Reads records from JSONL, JSON (an array of objects), CSV, Parquet, a single text file or a folder of text files.
+/// The format is chosen by the extension; a <c>.json</c> file that does not start with '[' is read as JSONL,
+/// as <c>datasets.load_dataset("json")</c> does.
+/// </summary>
+public static class DataReader
+{
+    public static IEnumerable<RawRecord> Read(string path)
+    {
+        if (Directory.Exists(path)) return TextFiles.ReadFolder(path);
+        if (!File.Exists(path)) throw new FileNotFoundException($"data file or folder not found: {path}", path);
+        return Path.GetExtension(path).ToLowerInvariant() switch
+        {
+            ".jsonl" or ".ndjson" => Jsonl.Read(path),
+            ".json" => StartsWithBracket(path) ? JsonArray.Read(path) : Jsonl.Read(path),
+            ".csv" => Csv.Read(path),
+            ".parquet" => ParquetRecords.Read(path),
+            _ => TextFiles.ReadFile(path),
+        };
+    }
+
+    static bool StartsWithBracket(string path)
+    {
+        using var r = new StreamReader(path, Encoding.UTF8, detectEncodingFromByteOrderMarks: true);
+        int c;
+        while ((c = r.Read()) >= 0 && char.IsWhiteSpace((char)c)) { }
+        return c == '[';
+    }
+
+    /// <summary>Turns a parsed JSON value into the plain values <see cref="RawRecord"/> promises.</summary>
+    internal static object? FromJson(JsonElement e) => e.ValueKind switch
+    {
+        JsonValueKind.String => e.GetString(),
+        JsonValueKind.Number => e.TryGetInt64(out var l) ? (object)l : e.GetDouble(),
+        JsonValueKind.True => true,
+        JsonValueKind.False => false,
+        JsonValueKind.Null or JsonValueKind.Undefined => null,
+        JsonValueKind.Array => e.EnumerateArray().Select(FromJson).ToList(),
+        _ => e.EnumerateObject().ToDictionary(p => p.Name, p => FromJson(p.Value)),
+    };
+
+    internal static RawRecord FromJsonObject(JsonElement e, SourceRef where) =>
+        e.ValueKind == JsonValueKind.Object
+            ? new RawRecord((IReadOnlyDictionary<string, object?>)FromJson(e)!, where)
+            : RawRecord.Bad(where, $"expected a JSON object (a record), found {e.ValueKind.ToString().ToLowerInvariant()}");
+}
+
+/// <summary>One JSON object per line; blank lines are skipped.</summary>
+internal static class Jsonl
+{
+    public static IEnumerable<RawRecord> Read(string path)
+    {
+        long line = 0;
+        foreach (var text in File.ReadLines(path, Encoding.UTF8))
+        {
+            line++;
+            if (string.IsNullOrWhiteSpace(text)) continue;
+            var where = new SourceRef(path, line);
+            RawRecord record;
+            try
+            {
+                using var doc = JsonDocument.Parse(text);
+                record = DataReader.FromJsonObject(doc.RootElement, where);
+            }
+            catch (JsonException e)
+            {
+                record = RawRecord.Bad(where, $"not valid JSON ({FirstSentence(e.Message)})");
+            }
+            yield return record;
+        }
+    }
+
+    internal static string FirstSentence(string message)
+    {
+        var i = message.IndexOf(" Path:", StringComparison.Ordinal);
+        return i > 0 ? message[..i].TrimEnd('.', ' ') : message;
+    }
+}
+
+/// <summary>A JSON array of objects. Each record is named by the line its object starts on.</summary>
+internal static class JsonArray
+{
+    public static IEnumerable<RawRecord> Read(string path)
+    {
+        var bytes = File.ReadAllBytes(path);
+        var start = bytes.AsSpan().StartsWith("\uFEFF"u8) ? 3 : 0;
+        var lineStarts = LineStarts(bytes);
+        var records = new List<RawRecord>();
+        var reader = new Utf8JsonReader(bytes.AsSpan(start), new JsonReaderOptions { CommentHandling = JsonCommentHandling.Skip });
+        try
+        {
+            if (!reader.Read() || reader.TokenType != JsonTokenType.StartArray)
+                throw new DataFormatException(new SourceRef(path, 1), "expected a JSON array of records; for one record per line use a .jsonl file");
+            while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
+            {
+                var where = new SourceRef(path, LineOf(lineStarts, start + reader.TokenStartIndex));
+                using var doc = JsonDocument.ParseValue(ref reader);
+                records.Add(DataReader.FromJsonObject(doc.RootElement, where));
+            }
+        }
+        catch (JsonException e)
+        {
+            // A syntax error leaves the rest of the array unreadable, so it stops the file whatever --skip-bad-records says.
+            throw new DataFormatException(new SourceRef(path, (e.LineNumber ?? 0) + 1), $"not valid JSON ({Jsonl.FirstSentence(e.Message)})");
+        }
+        return records;
+    }
+
+    static long[] LineStarts(byte[] bytes)
+    {
+        var starts = new List<long> { 0 };
+        for (var i = 0; i < bytes.Length; i++)
+            if (bytes[i] == (byte)'\n') starts.Add(i + 1);
+        return starts.ToArray();
+    }
+
+    static long LineOf(long[] lineStarts, long offset)
+    {
+        var i = Array.BinarySearch(lineStarts, offset);
+        return (i >= 0 ? i : ~i - 1) + 1;
+    }
+}
+
+/// <summary>Plain text: a file is one record <c>{"text": contents}</c>; a folder gives one record per text file, in name order.</summary>
+internal static class TextFiles
+{
+    public static IEnumerable<RawRecord> ReadFolder(string folder)
+    {
+        var files = Directory.EnumerateFiles(folder, "*", SearchOption.AllDirectories)
+            .Where(f => !Path.GetRelativePath(folder, f).Split(Path.DirectorySeparatorChar).Any(p => p.StartsWith('.')))
+            .Order(StringComparer.Ordinal)
+            .ToList();
+        if (files.Count == 0) throw new FileNotFoundException($"the data folder {folder} holds no files");
+        foreach (var f in files)
+            yield return ReadFile(f).Single();
+    }
+
+    public static IEnumerable<RawRecord> ReadFile(string path)
+    {
+        var where = new SourceRef(path, 0, "file");
+        var bytes = File.ReadAllBytes(path);
+        // A NUL byte is the usual sign of a binary file that wandered into a text folder.
+        if (Array.IndexOf(bytes, (byte)0) >= 0)
+            return [RawRecord.Bad(where, "looks binary (it contains NUL bytes), not text")];
+        string text;
+        try { text = new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(bytes); }
+        catch (DecoderFallbackException) { return [RawRecord.Bad(where, "is not valid UTF-8 text")]; }
+        return [new RawRecord(new Dictionary<string, object?> { ["text"] = text.TrimStart('\uFEFF') }, where)];
+    }
+}

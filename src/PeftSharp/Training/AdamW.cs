@@ -1,0 +1,182 @@
+using PeftSharp.IO;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Training;
+
+/// <summary>
+/// <c>torch.optim.AdamW</c> (single-tensor path, as PyTorch runs on CPU), step for step and op for op:
+/// <code>
+/// step += 1
+/// p *= 1 - lr * weight_decay                       (decoupled weight decay, Loshchilov &amp; Hutter)
+/// m.lerp_(g, 1 - beta1);  v = v * beta2 + (1 - beta2) * g * g
+/// denom = sqrt(v [or max(v) with amsgrad]) / sqrt(1 - beta2^step) + eps
+/// p -= lr / (1 - beta1^step) * m / denom
+/// </code>
+/// State is kept per parameter in the parameter's dtype (float32 for adapters) and saved to safetensors, so a
+/// resumed run continues bit for bit. Parameters without a gradient are skipped, as PyTorch does.
+/// </summary>
+public sealed class AdamW : IDisposable
+{
+    sealed class State(Tensor expAvg, Tensor expAvgSq, Tensor? maxExpAvgSq)
+    {
+        public long Step;
+        public Tensor ExpAvg = expAvg, ExpAvgSq = expAvgSq;
+        public Tensor? MaxExpAvgSq = maxExpAvgSq;
+    }
+
+    readonly IReadOnlyList<(string Name, Parameter P)> parameters;
+    readonly Dictionary<string, State> state = new();
+
+    public double Beta1 { get; }
+    public double Beta2 { get; }
+    public double Eps { get; }
+    public double WeightDecay { get; }
+    public bool Amsgrad { get; }
+
+    /// <summary>PyTorch's defaults: betas (0.9, 0.999), eps 1e-8, weight_decay 0.01.</summary>
+    public AdamW(IReadOnlyList<(string Name, Parameter P)> parameters, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8,
+        double weightDecay = 0.01, bool amsgrad = false)
+    {
+        var duplicate = parameters.GroupBy(p => p.Name).FirstOrDefault(g => g.Count() > 1);
+        if (duplicate is not null) throw new ArgumentException($"parameter name '{duplicate.Key}' appears twice");
+        this.parameters = parameters;
+        (Beta1, Beta2, Eps, WeightDecay, Amsgrad) = (beta1, beta2, eps, weightDecay, amsgrad);
+    }
+
+    /// <summary>Optimizer steps taken by the first parameter that has state (0 before the first step).</summary>
+    public long StepCount => state.Values.Select(s => s.Step).DefaultIfEmpty(0).Max();
+
+    /// <summary>Sets every gradient to none, as <c>zero_grad(set_to_none=True)</c>.</summary>
+    public void ZeroGrad()
+    {
+        foreach (var (_, p) in parameters)
+        {
+            // Each read of .grad makes a new handle; dispose it, then clear the gradient itself.
+            var g = p.grad;
+            if (g is null) continue;
+            g.Dispose();
+            p.grad = null;
+        }
+    }
+
+    /// <summary>One update with learning rate <paramref name="lr"/> (the schedule's value for this step).</summary>
+    public void Step(double lr)
+    {
+        using var _ = no_grad();
+        foreach (var (name, p) in parameters)
+        {
+            using var scope = NewDisposeScope();
+            var grad = p.grad;
+            if (grad is null) continue;
+            if (!state.TryGetValue(name, out var s))
+            {
+                s = new State(zeros_like(p).DetachFromDisposeScope(), zeros_like(p).DetachFromDisposeScope(),
+                    Amsgrad ? zeros_like(p).DetachFromDisposeScope() : null);
+                state[name] = s;
+            }
+            s.Step++;
+            if (WeightDecay != 0) p.mul_(1 - lr * WeightDecay);
+            s.ExpAvg.lerp_(grad, tensor(1 - Beta1, p.dtype, p.device));
+            s.ExpAvgSq.mul_(Beta2).addcmul_(grad, grad, 1 - Beta2);
+
+            double step = s.Step;
+            var biasCorrection1 = 1 - Math.Pow(Beta1, step);
+            var biasCorrection2 = 1 - Math.Pow(Beta2, step);
+            var stepSize = lr / biasCorrection1;
+            var biasCorrection2Sqrt = Math.Pow(biasCorrection2, 0.5);
+            Tensor denom;
+            if (s.MaxExpAvgSq is { } max)
+            {
+                max.copy_(maximum(max, s.ExpAvgSq));
+                denom = (max.sqrt() / biasCorrection2Sqrt).add_(Eps);
+            }
+            else denom = (s.ExpAvgSq.sqrt() / biasCorrection2Sqrt).add_(Eps);
+            p.addcdiv_(s.ExpAvg, denom, -stepSize);
+        }
+    }
+
+    /// <summary>
+    /// The state as tensors named <c>&lt;param&gt;.exp_avg</c>, <c>.exp_avg_sq</c>, <c>.max_exp_avg_sq</c> and <c>.step</c>
+    /// (int64 scalar). The tensors are the live state: save them before the next step.
+    /// </summary>
+    public Dictionary<string, Tensor> StateDict()
+    {
+        var d = new Dictionary<string, Tensor>();
+        foreach (var (name, s) in state)
+        {
+            d[name + ".exp_avg"] = s.ExpAvg;
+            d[name + ".exp_avg_sq"] = s.ExpAvgSq;
+            if (s.MaxExpAvgSq is not null) d[name + ".max_exp_avg_sq"] = s.MaxExpAvgSq;
+            d[name + ".step"] = tensor(s.Step);
+        }
+        return d;
+    }
+
+    /// <summary>Hyper-parameters recorded beside the state so a mismatched resume is noticed.</summary>
+    public Dictionary<string, string> Metadata() => new()
+    {
+        ["optimizer"] = "adamw",
+        ["betas"] = FormattableString.Invariant($"{Beta1:R},{Beta2:R}"),
+        ["eps"] = FormattableString.Invariant($"{Eps:R}"),
+        ["weight_decay"] = FormattableString.Invariant($"{WeightDecay:R}"),
+        ["amsgrad"] = Amsgrad ? "true" : "false",
+    };
+
+    public void Save(string path)
+    {
+        var d = StateDict();
+        try { SafetensorsWriter.Save(path, d, Metadata()); }
+        finally
+        {
+            foreach (var (k, t) in d) if (k.EndsWith(".step")) t.Dispose();
+        }
+    }
+
+    /// <summary>Restores state saved by <see cref="Save"/>; every tensor must match a parameter by name and shape.</summary>
+    public void Load(string path)
+    {
+        using var file = SafetensorsFile.Open(path);
+        if (file.Metadata.TryGetValue("amsgrad", out var a) && (a == "true") != Amsgrad)
+            throw new InvalidDataException($"{path}: saved with amsgrad={a} but this run has amsgrad={(Amsgrad ? "true" : "false")}");
+        var byName = parameters.ToDictionary(p => p.Name, p => p.P);
+        var names = file.Names.Where(n => n.EndsWith(".step")).Select(n => n[..^".step".Length]).ToList();
+        foreach (var old in state.Values) DisposeState(old);
+        state.Clear();
+        foreach (var name in names)
+        {
+            if (!byName.TryGetValue(name, out var p))
+                throw new InvalidDataException($"{path}: optimizer state for '{name}', which is not a trainable parameter of this model (another adapter configuration?)");
+            var s = new State(LoadLike(file, name + ".exp_avg", p), LoadLike(file, name + ".exp_avg_sq", p),
+                Amsgrad ? LoadLike(file, name + ".max_exp_avg_sq", p) : null);
+            using (var step = file.Load(name + ".step")) s.Step = step.item<long>();
+            state[name] = s;
+        }
+    }
+
+    static Tensor LoadLike(SafetensorsFile file, string key, Parameter p)
+    {
+        if (!file.Contains(key)) throw new InvalidDataException($"{file.Path}: missing '{key}'");
+        var t = file.Load(key);
+        if (!t.shape.SequenceEqual(p.shape) || t.dtype != p.dtype)
+        {
+            var msg = $"{file.Path}: '{key}' is {t.dtype}[{string.Join(",", t.shape)}] but the parameter is {p.dtype}[{string.Join(",", p.shape)}]";
+            t.Dispose();
+            throw new InvalidDataException(msg);
+        }
+        return t.to(p.device);
+    }
+
+    static void DisposeState(State s)
+    {
+        s.ExpAvg.Dispose();
+        s.ExpAvgSq.Dispose();
+        s.MaxExpAvgSq?.Dispose();
+    }
+
+    public void Dispose()
+    {
+        foreach (var s in state.Values) DisposeState(s);
+        state.Clear();
+    }
+}

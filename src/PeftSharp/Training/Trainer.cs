@@ -1,0 +1,265 @@
+using System.Diagnostics;
+using PeftSharp.Data;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Training;
+
+/// <summary>
+/// What the trainer needs from a model, and nothing more: the trainable parameters by name, the mean loss of a
+/// micro-batch (as the model defines it: causal-LM cross-entropy over labels != -100, or classification
+/// cross-entropy), and how to save the adapter in PEFT format into a folder. <see cref="SetTrainingMode"/>, when
+/// given, switches dropout off for evaluation and back on.
+/// </summary>
+public sealed record TrainableModel(IReadOnlyList<(string Name, Parameter P)> Parameters, Func<Batch, Tensor> ComputeLoss, Action<string> SaveAdapter)
+{
+    public Action<bool>? SetTrainingMode { get; init; }
+}
+
+/// <summary>Optional plumbing for a run: where progress goes, cancellation, Ctrl+C handling, a per-step hook.</summary>
+public sealed record TrainerHooks
+{
+    public IProgressSink Progress { get; init; } = ProgressSinks.None;
+    /// <summary>Cancelling stops after the current step, saving a checkpoint as Ctrl+C does.</summary>
+    public CancellationToken Cancel { get; init; }
+    /// <summary>Catch Ctrl+C (Console.CancelKeyPress) to save and exit; a second Ctrl+C quits at once.</summary>
+    public bool HandleCtrlC { get; init; } = true;
+}
+
+/// <summary>The training loop: one readable function from the first step to the saved adapter.</summary>
+public static class Trainer
+{
+    public const string MetricsFile = "metrics.jsonl";
+    public const string LossCurveFile = "loss_curve.png";
+    public const string OptionsFile = "training_options.json";
+
+    /// <summary>
+    /// Trains <paramref name="model"/>'s parameters on <paramref name="train"/>. One optimizer step is
+    /// <c>gradient_accumulation_steps</c> micro-batches of <c>per_device_train_batch_size</c> rows (fewer at the end of an
+    /// epoch); each micro-batch loss is divided by the number of micro-batches in the step before backward, and the
+    /// step's reported loss is the sum of those quotients, as transformers reports it. Then: clip gradients, AdamW with
+    /// the scheduled rate, log, evaluate and checkpoint as asked. With <see cref="TrainingOptions.OutputDir"/> null,
+    /// nothing is written to disk.
+    /// </summary>
+    public static TrainingResult Run(TrainableModel model, BatchSource train, BatchSource? eval, TrainingOptions options, TrainerHooks? hooks = null)
+    {
+        var o = options.Validate();
+        hooks ??= new TrainerHooks();
+        var progress = hooks.Progress;
+        var parameters = model.Parameters;
+        var outDir = o.OutputDir;
+        if (train.Count == 0) throw new ArgumentException("no training rows");
+        if (parameters.Count == 0) throw new ArgumentException("the model has no trainable parameters");
+
+        // ---- the plan: how many steps, which learning rate at each
+        int batchSize = o.PerDeviceTrainBatchSize, accumulation = o.GradientAccumulationSteps;
+        var microPerEpoch = train.MicroBatchesPerEpoch(batchSize);
+        var stepsPerEpoch = (microPerEpoch + accumulation - 1) / accumulation;
+        var totalSteps = o.MaxSteps > 0 ? o.MaxSteps : (int)Math.Ceiling(o.NumTrainEpochs * stepsPerEpoch);
+        var schedule = new LrSchedule(o.LrSchedulerType, o.LearningRate, LrSchedule.WarmupFor(o.WarmupSteps, o.WarmupRatio, totalSteps), totalSteps);
+        using var optimizer = new AdamW(parameters, o.AdamBeta1, o.AdamBeta2, o.AdamEpsilon, o.WeightDecay, o.Amsgrad);
+        random.manual_seed(o.Seed);
+        var state = new TrainerState
+        {
+            TotalSteps = totalSteps, Seed = o.Seed, Shuffle = o.Shuffle, BatchSize = batchSize,
+            GradientAccumulationSteps = accumulation, TrainRows = train.Count, Schedule = schedule,
+        };
+
+        // ---- resume: parameters, optimizer, RNG and data position from the checkpoint
+        if (ResumePath(o) is { } checkpoint)
+        {
+            var saved = TrainerCheckpoint.Restore(checkpoint, parameters, optimizer);
+            CheckSameRun(saved, state, checkpoint);
+            state = saved;
+        }
+        string? lastCheckpoint = outDir is null ? null : TrainerCheckpoint.Latest(outDir);
+        using var metrics = outDir is null ? null : new MetricsLog(Path.Combine(outDir, MetricsFile), state.GlobalStep);
+        if (outDir is not null) IO.AtomicFile.WriteAllText(Path.Combine(outDir, OptionsFile), TrainingOptionsFile.ToJson(o));
+
+        var interrupted = 0;
+        ConsoleCancelEventHandler onCtrlC = (_, e) => e.Cancel = Interlocked.Exchange(ref interrupted, 1) == 0;
+        if (hooks.HandleCtrlC) Console.CancelKeyPress += onCtrlC;
+
+        var steps = new List<StepRecord>();
+        var evals = new List<EvalRecord>();
+        var reason = StopReason.Completed;
+        var message = "";
+        string? adapterDir = null;
+        progress.Start(new TrainingPlan(totalSteps, state.GlobalStep, train.Count, eval?.Count ?? 0, batchSize * accumulation, outDir));
+        try
+        {
+            if (eval is not null && state.GlobalStep == 0) Evaluate(0);
+            model.SetTrainingMode?.Invoke(true);
+            var order = train.EpochOrder(state.Epoch, o.Seed, o.Shuffle);
+
+            while (state.GlobalStep < totalSteps)
+            {
+                if (state.MicroBatchInEpoch >= microPerEpoch)
+                {
+                    state = state with { Epoch = state.Epoch + 1, MicroBatchInEpoch = 0 };
+                    order = train.EpochOrder(state.Epoch, o.Seed, o.Shuffle);
+                }
+                var micro = Math.Min(accumulation, microPerEpoch - state.MicroBatchInEpoch);
+                var clock = Stopwatch.StartNew();
+
+                // ---- forward and backward over the step's micro-batches, gradients accumulating
+                optimizer.ZeroGrad();
+                double loss = 0;
+                long tokens = 0;
+                for (var k = 0; k < micro; k++)
+                {
+                    using var scope = NewDisposeScope();
+                    var batch = train.MicroBatch(order, state.MicroBatchInEpoch + k, batchSize);
+                    var microLoss = model.ComputeLoss(batch);
+                    (microLoss / micro).backward();
+                    loss += microLoss.to(ScalarType.Float64).item<double>() / micro;
+                    tokens += batch.Tokens;
+                }
+                var step = state.GlobalStep + 1;
+                if (!double.IsFinite(loss))
+                {
+                    (reason, message) = (StopReason.NonFinite, NonFiniteMessage("loss", loss, step, lastCheckpoint));
+                    break;
+                }
+
+                // ---- clip, update with the scheduled learning rate
+                var gradNorm = GradClip.ClipGradNorm(parameters.Select(p => (Tensor)p.P), o.MaxGradNorm);
+                if (!double.IsFinite(gradNorm))
+                {
+                    (reason, message) = (StopReason.NonFinite, NonFiniteMessage("gradient norm", gradNorm, step, lastCheckpoint));
+                    break;
+                }
+                var lr = schedule.At(state.GlobalStep);
+                optimizer.Step(lr);
+                optimizer.ZeroGrad();
+                state = state with { GlobalStep = step, MicroBatchInEpoch = state.MicroBatchInEpoch + micro };
+
+                // ---- report, evaluate, checkpoint
+                var record = new StepRecord(step, state.Epoch + (double)state.MicroBatchInEpoch / microPerEpoch, loss, lr, gradNorm,
+                    tokens / Math.Max(clock.Elapsed.TotalSeconds, 1e-9));
+                steps.Add(record);
+                metrics?.Step(record);
+                progress.Step(record);
+                if (eval is not null && o.EvalSteps > 0 && step % o.EvalSteps == 0 && step < totalSteps) Evaluate(step);
+                var saved = false;
+                if (outDir is not null && o.SaveSteps > 0 && step % o.SaveSteps == 0) { SaveCheckpoint(); saved = true; }
+                if (Volatile.Read(ref interrupted) == 1 || hooks.Cancel.IsCancellationRequested)
+                {
+                    if (outDir is not null && !saved) SaveCheckpoint();
+                    reason = StopReason.Interrupted;
+                    message = $"interrupted after step {step} of {totalSteps}; " + (outDir is null ? "nothing saved (no output folder)."
+                        : $"checkpoint saved to {lastCheckpoint}; continue with --resume.");
+                    break;
+                }
+            }
+
+            if (reason == StopReason.Completed)
+            {
+                if (eval is not null) Evaluate(totalSteps);
+                if (outDir is not null)
+                {
+                    model.SaveAdapter(outDir);
+                    adapterDir = outDir;
+                }
+                message = $"trained {totalSteps} steps" + (adapterDir is null ? "." : $"; adapter written to {adapterDir}");
+            }
+            else
+            {
+                metrics?.Event(state.GlobalStep + (reason == StopReason.NonFinite ? 1 : 0), reason == StopReason.NonFinite ? "non_finite" : "interrupted", message);
+            }
+            progress.Message(message);
+        }
+        finally
+        {
+            if (hooks.HandleCtrlC) Console.CancelKeyPress -= onCtrlC;
+        }
+
+        string? curve = null;
+        if (metrics is not null && outDir is not null)
+        {
+            var (trainPoints, evalPoints) = MetricsLog.Read(metrics.Path);
+            var path = Path.Combine(outDir, LossCurveFile);
+            if (LossCurvePng.Write(path, trainPoints, evalPoints)) curve = path;
+        }
+        var result = new TrainingResult(reason, message, steps, evals, state.GlobalStep, totalSteps, lastCheckpoint, adapterDir, metrics?.Path, curve);
+        progress.End(result);
+        return result;
+
+        void Evaluate(int afterStep)
+        {
+            var e = Evaluation(model, eval!, o.PerDeviceEvalBatchSize, afterStep);
+            evals.Add(e);
+            metrics?.Eval(e);
+            progress.Eval(e);
+        }
+
+        void SaveCheckpoint()
+        {
+            lastCheckpoint = TrainerCheckpoint.Save(outDir!, state, parameters, optimizer, model.SaveAdapter);
+            TrainerCheckpoint.Prune(outDir!, o.SaveTotalLimit);
+            progress.Message($"checkpoint saved: {lastCheckpoint}");
+        }
+    }
+
+    /// <summary>
+    /// Held-out loss: every row once, in order, without gradients and (when the model allows) without dropout.
+    /// Batch means are weighted by their number of targets, so the result is the mean over all held-out tokens.
+    /// </summary>
+    public static EvalRecord Evaluation(TrainableModel model, BatchSource data, int batchSize, int afterStep)
+    {
+        model.SetTrainingMode?.Invoke(false);
+        try
+        {
+            using var _ = no_grad();
+            var order = data.EpochOrder(0, 0, shuffle: false);
+            double sum = 0;
+            long count = 0;
+            for (var i = 0; i < data.MicroBatchesPerEpoch(batchSize); i++)
+            {
+                using var scope = NewDisposeScope();
+                var batch = data.MicroBatch(order, i, batchSize);
+                if (batch.LossTokens == 0) continue;
+                sum += model.ComputeLoss(batch).to(ScalarType.Float64).item<double>() * batch.LossTokens;
+                count += batch.LossTokens;
+            }
+            var mean = count == 0 ? double.NaN : sum / count;
+            return new EvalRecord(afterStep, mean, Math.Exp(mean), count);
+        }
+        finally
+        {
+            model.SetTrainingMode?.Invoke(true);
+        }
+    }
+
+    static string? ResumePath(TrainingOptions o)
+    {
+        var r = o.ResumeFromCheckpoint;
+        if (string.IsNullOrEmpty(r) || r is "false" or "False") return null;
+        if (r is not "latest") return Directory.Exists(r) ? r : throw new DirectoryNotFoundException($"checkpoint to resume from not found: {r}");
+        if (o.OutputDir is null) throw new ArgumentException("resume_from_checkpoint=latest needs an output_dir to look in");
+        return TrainerCheckpoint.Latest(o.OutputDir)
+            ?? throw new DirectoryNotFoundException($"--resume: no checkpoint-<step> folder in {o.OutputDir} (checkpoints are written every --save-steps and on Ctrl+C)");
+    }
+
+    /// <summary>A resumed run must cut the same data the same way, or "the same loss curve" would be a lie.</summary>
+    static void CheckSameRun(TrainerState saved, TrainerState now, string checkpoint)
+    {
+        void Same<T>(T a, T b, string what)
+        {
+            if (!EqualityComparer<T>.Default.Equals(a, b))
+                throw new InvalidOperationException($"cannot resume from {checkpoint}: it was trained with {what} = {a}, this run has {b}");
+        }
+        Same(saved.TrainRows, now.TrainRows, "training rows");
+        Same(saved.BatchSize, now.BatchSize, "per_device_train_batch_size");
+        Same(saved.GradientAccumulationSteps, now.GradientAccumulationSteps, "gradient_accumulation_steps");
+        Same(saved.Seed, now.Seed, "seed");
+        Same(saved.Shuffle, now.Shuffle, "shuffle");
+        Same(saved.Schedule, now.Schedule, "the learning-rate schedule");
+    }
+
+    static string NonFiniteMessage(string what, double value, int step, string? lastCheckpoint) =>
+        $"the {what} is {value} at step {step}; training stopped without applying that step. " +
+        (lastCheckpoint is not null
+            ? $"The last good checkpoint is {lastCheckpoint}: resume from it with a lower --learning-rate or a smaller --max-grad-norm."
+            : "No checkpoint had been saved (use --save-steps); try a lower --learning-rate, a smaller --max-grad-norm, or check the data.");
+}
