@@ -1,0 +1,46 @@
+using PeftSharp.Data;
+using PeftSharp.Models;
+using PeftSharp.Peft;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Training;
+
+/// <summary>What a model is trained to minimise, and the glue from a <see cref="PeftModel"/> to the trainer.</summary>
+public static class Objectives
+{
+    /// <summary>Mean next-token cross-entropy over labelled tokens (labels are shifted inside, as transformers does).</summary>
+    public static Tensor CausalLM(ILanguageModel model, Batch b)
+    {
+        using var scope = NewDisposeScope();
+        var dev = model.Device;
+        var inputs = new ModelInputs
+        {
+            InputIds = b.InputIds.to(dev),
+            AttentionMask = b.AttentionMask.to(dev),
+            PositionIds = b.PositionIds?.to(dev),
+            SegmentIds = b.SegmentIds?.to(dev),
+        };
+        var labels = (b.Labels ?? b.InputIds).to(dev);
+        return Losses.CausalLM(model.Forward(inputs), labels).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Cross-entropy of the classifier logits against the class labels.</summary>
+    public static Tensor Classification(ILanguageModel model, Batch b)
+    {
+        using var scope = NewDisposeScope();
+        var dev = model.Device;
+        var logits = model.Forward(ModelInputs.Ids(b.InputIds.to(dev), b.AttentionMask.to(dev)));
+        var labels = (b.ClassLabels ?? throw new InvalidOperationException("a classification batch needs class labels")).to(dev);
+        return nn.functional.cross_entropy(logits.to(ScalarType.Float32), labels).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The trainer's view of a PEFT model: its trainable parameters, its loss and how to save it.</summary>
+    public static TrainableModel ForPeft(PeftModel model, string task = "causal_lm") =>
+        new(model.TrainableParameters(),
+            task == "seq_cls" ? b => Classification(model, b) : b => CausalLM(model, b),
+            dir => model.Save(dir))
+        {
+            SetTrainingMode = training => model.Base.train(training),
+        };
+}
