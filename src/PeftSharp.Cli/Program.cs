@@ -4,8 +4,8 @@ using PeftSharp.Cli.Commands;
 
 PeftSharp.Native.TorchNative.EnsureLoadable();
 var root = new RootCommand("PeftSharp: parameter-efficient fine-tuning (LoRA and friends) for .NET, compatible with Hugging Face PEFT.");
+root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(LogitsCommand.Create());
 root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(InspectCommand.Create());
-root.Subcommands.Add(MergeCommand.Create());
 return CliErrors.Run(() => root.Parse(args).Invoke());

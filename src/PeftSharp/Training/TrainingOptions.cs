@@ -15,6 +15,11 @@ public sealed record TrainingOptions
     public string? InitAdapter { get; init; }
     /// <summary>causal_lm or seq_cls (PEFT's task types).</summary>
     public string Task { get; init; } = "causal_lm";
+    /// <summary>Tuning method: "lora" or another registered method's name (see <c>peftsharp train --help</c>).</summary>
+    public string Method { get; init; } = "lora";
+    /// <summary>LoRA variants: rsLoRA scaling alpha/sqrt(r), and DoRA.</summary>
+    public bool UseRslora { get; init; }
+    public bool UseDora { get; init; }
     public int LoraR { get; init; } = 8;
     public double LoraAlpha { get; init; } = 16;
     public double LoraDropout { get; init; } = 0.05;

@@ -1,0 +1,91 @@
+using System.CommandLine;
+using PeftSharp.Training;
+using Spectre.Console;
+
+namespace PeftSharp.Cli.Commands;
+
+/// <summary>
+/// <c>peftsharp train</c>: every <see cref="TrainingOptions"/> key as a kebab-case flag (transformers' names), on top of
+/// an optional YAML/JSON <c>--config</c>. With no arguments it fine-tunes the bundled model on the bundled data.
+/// </summary>
+internal static class TrainCommand
+{
+    static readonly Dictionary<string, string[]> Aliases = new()
+    {
+        ["per_device_train_batch_size"] = ["--batch-size"],
+        ["num_train_epochs"] = ["--num-epochs", "--epochs"],
+        ["lr_scheduler_type"] = ["--lr-scheduler"],
+        ["resume_from_checkpoint"] = ["--resume"],
+        ["lora_target_modules"] = ["--target-modules"],
+        ["output_dir"] = ["--out"],
+    };
+
+    public static Command Create()
+    {
+        var config = new Option<string>("--config") { Description = "YAML or JSON file with any of these options (flags override it)" };
+        var noShuffle = new Option<bool>("--no-shuffle") { Description = "keep the data order (no shuffling)" };
+        var cmd = new Command("train", "Fine-tune a model with an adapter (no arguments: the bundled tinycode-3m on bundled JavaScript)") { config, noShuffle };
+        var flags = new List<(string Key, Option<string> Option)>();
+        foreach (var key in TrainingOptionsFile.Keys.Order())
+        {
+            var opt = new Option<string>("--" + key.Replace('_', '-')) { Arity = ArgumentArity.ZeroOrOne, Description = Describe(key) };
+            foreach (var alias in Aliases.GetValueOrDefault(key) ?? []) opt.Aliases.Add(alias);
+            cmd.Options.Add(opt);
+            flags.Add((key, opt));
+        }
+        cmd.SetAction(CliErrors.Guard(r =>
+        {
+            var options = r.GetValue(config) is { } file ? TrainingOptionsFile.Load(file) : new TrainingOptions();
+            foreach (var (key, opt) in flags)
+                if (r.GetResult(opt) is not null) options = options.With(key, r.GetValue(opt));
+            if (r.GetValue(noShuffle)) options = options with { Shuffle = false };
+            return Run(options);
+        }));
+        return cmd;
+    }
+
+    static int Run(TrainingOptions options)
+    {
+        var console = AnsiConsole.Console;
+        var report = FineTune.Run(options, Options.BundledModel, Path.Combine(AppContext.BaseDirectory, "data", "first-run"),
+            new TrainerHooks { Progress = ProgressSinks.ForConsole() }, m => console.MarkupLine($"[grey]{Markup.Escape(m)}[/]"));
+        Summary(report, options);
+        return report.Result.Reason == StopReason.Completed ? 0 : report.Result.Reason == StopReason.Interrupted ? 130 : 1;
+    }
+
+    static void Summary(FineTuneReport r, TrainingOptions o)
+    {
+        var table = new Table().AddColumns("", "before", "after");
+        if (r.Before is { } b)
+            table.AddRow("held-out loss", $"{b.Loss:F4}", r.After is { } a1 ? $"{a1.Loss:F4}" : "-");
+        if (r.Before is { } b2)
+            table.AddRow("perplexity", $"{b2.Perplexity:F2}", r.After is { } a2 ? $"{a2.Perplexity:F2}" : "-");
+        if (table.Rows.Count > 0) AnsiConsole.Write(table);
+        if (r.SamplePrompt is not null)
+        {
+            AnsiConsole.MarkupLine($"[bold]prompt[/]\n{Markup.Escape(r.SamplePrompt)}");
+            AnsiConsole.MarkupLine($"[bold]before[/] {Markup.Escape(r.SampleBefore ?? "")}");
+            AnsiConsole.MarkupLine($"[bold]after[/]  {Markup.Escape(r.SampleAfter ?? "(not trained to the end)")}");
+        }
+        AnsiConsole.MarkupLine(Markup.Escape(r.Result.Message));
+        if (r.Result.AdapterDir is { } dir)
+        {
+            AnsiConsole.MarkupLine($"adapter (PEFT format): [bold]{Markup.Escape(dir)}[/]");
+            if (r.Result.LossCurveFile is { } png) AnsiConsole.MarkupLine($"loss curve: {Markup.Escape(png)}");
+            var model = o.Model is null ? "" : $" --model {o.Model}";
+            AnsiConsole.MarkupLine($"use it: [bold]peftsharp generate{Markup.Escape(model)} --adapter {Markup.Escape(dir)} --prompt \"function add(a, b) {{\"[/]");
+            AnsiConsole.MarkupLine($"or fold it into the weights: peftsharp merge --model {Markup.Escape(r.ModelDir)} --adapter {Markup.Escape(dir)} --out merged");
+        }
+    }
+
+    static string Describe(string key) => key switch
+    {
+        "model" => "base model folder (default: the bundled tinycode-3m)",
+        "train_file" => "training data: .jsonl/.json/.csv/.parquet, or a folder of text files (default: bundled JavaScript)",
+        "eval_file" => "held-out data (default: eval_ratio of the training data)",
+        "init_adapter" => "start from this PEFT adapter instead of a new one",
+        "method" => "tuning method (lora)",
+        "resume_from_checkpoint" => "'latest' (or a bare --resume) or a checkpoint folder to continue from",
+        _ => key.Replace('_', ' '),
+    };
+}

@@ -1,0 +1,115 @@
+using PeftSharp.Data;
+using PeftSharp.Generation;
+using PeftSharp.Models;
+using PeftSharp.Peft;
+using PeftSharp.Tokenization;
+using PeftSharp.Tuners;
+using PeftSharp.Tuners.Lora;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Training;
+
+/// <summary>What a fine-tuning run reports: held-out loss and a sample before and after, and where things went.</summary>
+public sealed record FineTuneReport(string ModelDir, string DataPath, DataReport Data, string TrainableSummary,
+    EvalRecord? Before, EvalRecord? After, string? SamplePrompt, string? SampleBefore, string? SampleAfter, TrainingResult Result);
+
+/// <summary>
+/// The whole recipe behind <c>peftsharp train</c>, readable top to bottom: load the model and tokenizer, tokenise the
+/// data, attach an adapter, train, and show the difference it made.
+/// </summary>
+public static class FineTune
+{
+    /// <summary>Builds the adapter the options ask for, or loads <see cref="TrainingOptions.InitAdapter"/> to continue it.</summary>
+    public static Func<PretrainedModel, TrainingOptions, PeftModel> AdapterFactory { get; set; } = DefaultAdapter;
+
+    /// <param name="defaultDataDir">used when no train file is given: its train.jsonl, with eval.jsonl held out.</param>
+    public static FineTuneReport Run(TrainingOptions o, string defaultModelDir, string defaultDataDir, TrainerHooks hooks, Action<string>? log = null)
+    {
+        if (o.TrainFile is null)
+            o = o with { TrainFile = Path.Combine(defaultDataDir, "train.jsonl"), EvalFile = o.EvalFile ?? Path.Combine(defaultDataDir, "eval.jsonl") };
+        o = o.Validate();
+        log ??= _ => { };
+        var modelDir = o.Model ?? defaultModelDir;
+        var dataPath = o.TrainFile!;
+
+        // 1. Model and tokenizer. Adapter weights stay float32 even over a bfloat16 base.
+        var model = AutoModel.Load(modelDir, o.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32);
+        var tokenizer = HfTokenizer.Load(modelDir);
+        log($"model {modelDir}: {model.Config.Architecture}, {model.ParameterCount():N0} parameters");
+
+        // 2. Data, tokenised with the model's own tokenizer (and chat template, for chat records).
+        var dataset = TrainingDataset.Load(o.DataOptions(dataPath), TokenizerFunctionsFor(tokenizer, o.Task));
+        log($"data {dataPath}: {dataset.Report.TrainRows} training rows, {dataset.Report.EvalRows} held-out rows, {dataset.Report.TrainTokens:N0} training tokens");
+
+        // 3. The adapter.
+        var peft = AdapterFactory(model, o);
+        log(peft.TrainableParametersSummary());
+        var trainable = Objectives.ForPeft(peft, o.Task);
+
+        // 4. Before: a sample generation (held-out loss comes from the trainer's step-0 evaluation).
+        var prompt = o.Task == "causal_lm" ? o.SamplePrompt ?? DefaultPrompt(o.EvalFile ?? dataPath) : null;
+        var sampleBefore = prompt is null ? null : Sample(peft, tokenizer, prompt, o.SampleMaxNewTokens);
+
+        // 5. Train.
+        var result = Trainer.Run(trainable, dataset.Train, dataset.Eval, o, hooks);
+
+        // 6. After.
+        var sampleAfter = prompt is null || result.Reason != StopReason.Completed ? null : Sample(peft, tokenizer, prompt, o.SampleMaxNewTokens);
+        return new FineTuneReport(modelDir, dataPath, dataset.Report, peft.TrainableParametersSummary(),
+            result.Evals.FirstOrDefault(e => e.Step == 0), result.Evals.LastOrDefault(e => e.Step > 0),
+            prompt, sampleBefore, sampleAfter, result);
+    }
+
+    static PeftModel DefaultAdapter(PretrainedModel model, TrainingOptions o)
+    {
+        if (o.InitAdapter is { } dir) return PeftModel.FromPretrained(model, dir, isTrainable: true);
+        if (!o.Method.Equals("lora", StringComparison.OrdinalIgnoreCase))
+            throw new ArgumentException($"option method '{o.Method}': no builder registered for it (supported here: lora)");
+        return PeftModel.Create(model, new LoraConfig
+        {
+            R = o.LoraR,
+            LoraAlpha = o.LoraAlpha,
+            LoraDropout = o.LoraDropout,
+            UseRslora = o.UseRslora,
+            UseDora = o.UseDora,
+            TargetModules = ModuleSelector.Of(o.LoraTargetModules),
+            TaskType = o.Task == "seq_cls" ? "SEQ_CLS" : "CAUSAL_LM",
+            BaseModelNameOrPath = o.Model,
+        });
+    }
+
+    /// <summary>The data pipeline's view of a tokenizer. Classifiers get [CLS]/[SEP] from the tokenizer itself.</summary>
+    public static TokenizerFunctions TokenizerFunctionsFor(HfTokenizer t, string task)
+    {
+        if (task == "seq_cls") return new TokenizerFunctions(s => t.Encode(s, addSpecialTokens: true), null, null, t.PadId ?? 0);
+        Data.ChatRenderer? chat = t.ChatTemplateJinja is null ? null : messages =>
+        {
+            var rendered = t.GetChatTemplate().RenderWithSpans(messages.Select(m => new Tokenization.ChatMessage(m.Role, m.Content)).ToList(), addGenerationPrompt: false);
+            return new Data.RenderedChat(rendered.Text, rendered.AssistantSpans.Select(s => (s.Start, s.Length)).ToList());
+        };
+        return new TokenizerFunctions(s => t.Encode(s, addSpecialTokens: false), t.BosId, t.EosId, t.PadId ?? t.EosId ?? 0, chat);
+    }
+
+    /// <summary>Greedy continuation of <paramref name="prompt"/>, without the prompt.</summary>
+    public static string Sample(ILanguageModel model, HfTokenizer t, string prompt, int maxNewTokens)
+    {
+        var ids = t.Encode(prompt, addSpecialTokens: false);
+        if (t.BosId is { } bos) ids = [bos, .. ids];
+        var output = TextGenerator.Generate(model, [ids], new GenerationOptions
+        {
+            MaxNewTokens = maxNewTokens,
+            EosTokenIds = t.EosId is { } e ? [e] : [],
+        })[0];
+        return t.Decode(output[ids.Length..], skipSpecialTokens: true);
+    }
+
+    // The start of the first held-out record: something in the new domain to continue.
+    static string DefaultPrompt(string source)
+    {
+        if (Directory.Exists(source)) return "function ";
+        foreach (var record in DataReader.Read(source).Take(1))
+            if (record.Fields?.GetValueOrDefault("text") is string text)
+                return string.Join('\n', text.Split('\n').Take(3)) + "\n";
+        return "function ";
+    }
+}
