@@ -19,6 +19,7 @@ public sealed class ModulesToSaveWrapper : Module<Tensor, Tensor>
     {
         original_module = original;
         RegisterComponents();
+        train(original.training);
     }
 
     public Module<Tensor, Tensor> Original => original_module;

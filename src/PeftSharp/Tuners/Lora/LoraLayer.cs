@@ -33,6 +33,7 @@ public sealed class LoraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
         if (kind == BaseKind.Other) throw new NotSupportedException($"LoRA cannot wrap a {baseLayer.GetType().Name}");
         (inFeatures, outFeatures) = BaseLayers.Features(baseLayer);
         RegisterComponents();
+        train(baseLayer.training); // new modules start in training mode; follow the model (else dropout stays on at inference)
     }
 
     public Module BaseLayer => base_layer;
