@@ -1,3 +1,4 @@
+using PeftSharp.Tuners.IA3;
 using PeftSharp.Tuners.Lora;
 
 namespace PeftSharp.Tuners;
@@ -10,6 +11,7 @@ public static class TunerRegistry
     static TunerRegistry()
     {
         Register(new LoraTuner());
+        Register(new IA3Tuner());
     }
 
     public static void Register(ITuner tuner) => Tuners[tuner.PeftType] = tuner;
