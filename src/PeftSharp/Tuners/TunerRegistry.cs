@@ -1,4 +1,6 @@
 using PeftSharp.Tuners.IA3;
+using PeftSharp.Tuners.LoHa;
+using PeftSharp.Tuners.LoKr;
 using PeftSharp.Tuners.Lora;
 
 namespace PeftSharp.Tuners;
@@ -12,6 +14,8 @@ public static class TunerRegistry
     {
         Register(new LoraTuner());
         Register(new IA3Tuner());
+        Register(new LoHaTuner());
+        Register(new LoKrTuner());
     }
 
     public static void Register(ITuner tuner) => Tuners[tuner.PeftType] = tuner;

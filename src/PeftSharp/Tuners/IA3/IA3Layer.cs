@@ -25,6 +25,7 @@ public sealed class IA3Layer : Module<Tensor, Tensor>, ITunerLayer
         IsFeedforward = isFeedforward;
         (inFeatures, outFeatures) = BaseLayers.Features(baseLayer);
         RegisterComponents();
+        train(baseLayer.training); // a new wrapper would otherwise be in training mode inside an eval model
     }
 
     public bool IsFeedforward { get; }
