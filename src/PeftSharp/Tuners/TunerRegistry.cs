@@ -2,6 +2,7 @@ using PeftSharp.Tuners.IA3;
 using PeftSharp.Tuners.LoHa;
 using PeftSharp.Tuners.LoKr;
 using PeftSharp.Tuners.Lora;
+using PeftSharp.Tuners.Vera;
 
 namespace PeftSharp.Tuners;
 
@@ -16,6 +17,7 @@ public static class TunerRegistry
         Register(new IA3Tuner());
         Register(new LoHaTuner());
         Register(new LoKrTuner());
+        Register(new VeraTuner());
     }
 
     public static void Register(ITuner tuner) => Tuners[tuner.PeftType] = tuner;

@@ -4,6 +4,7 @@ using PeftSharp.Tuners;
 using PeftSharp.Tuners.IA3;
 using PeftSharp.Tuners.LoHa;
 using PeftSharp.Tuners.LoKr;
+using PeftSharp.Tuners.Vera;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
 
@@ -18,6 +19,7 @@ public class MethodTrainingTests(ITestOutputHelper output)
         ["ia3"] = (() => new IA3Config { TargetModules = ModuleSelector.Of("k_proj", "v_proj", "down_proj"), FeedforwardModules = ModuleSelector.Of("down_proj") }, 0.1),
         ["loha"] = (() => new LoHaConfig { R = 4, Alpha = 8, TargetModules = ModuleSelector.Of("q_proj", "v_proj"), RankDropout = 0.1, ModuleDropout = 0.1 }, 1e-2),
         ["lokr"] = (() => new LoKrConfig { R = 2, Alpha = 4, TargetModules = ModuleSelector.Of("q_proj", "v_proj", "down_proj"), DecomposeBoth = true, RankDropout = 0.1, RankDropoutScale = true }, 5e-2),
+        ["vera"] = (() => new VeraConfig { R = 16, TargetModules = ModuleSelector.Of("q_proj", "v_proj", "o_proj", "down_proj"), ProjectionPrngKey = 7 }, 5e-2),
     };
 
     public static TheoryData<string> Cases => new(Configs.Keys);
