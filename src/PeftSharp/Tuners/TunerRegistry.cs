@@ -1,3 +1,4 @@
+using PeftSharp.Tuners.AdaLora;
 using PeftSharp.Tuners.IA3;
 using PeftSharp.Tuners.LoHa;
 using PeftSharp.Tuners.LoKr;
@@ -18,6 +19,7 @@ public static class TunerRegistry
         Register(new LoHaTuner());
         Register(new LoKrTuner());
         Register(new VeraTuner());
+        Register(new AdaLoraTuner());
     }
 
     public static void Register(ITuner tuner) => Tuners[tuner.PeftType] = tuner;

@@ -9,7 +9,7 @@ namespace PeftSharp.Tests.Tuners;
 /// <summary>Every non-LoRA layer method against its PEFT 0.21 fixture: logits, merged logits, save/load, merge/unmerge.</summary>
 public class MethodParityTests(ITestOutputHelper output)
 {
-    public static TheoryData<string> Cases => new() { "llama-ia3", "llama-loha", "llama-lokr", "llama-vera" };
+    public static TheoryData<string> Cases => new() { "llama-ia3", "llama-loha", "llama-lokr", "llama-vera", "llama-adalora" };
 
     [Theory]
     [MemberData(nameof(Cases))]

@@ -1,6 +1,7 @@
 using PeftSharp.Models;
 using PeftSharp.Peft;
 using PeftSharp.Tuners;
+using PeftSharp.Tuners.AdaLora;
 using PeftSharp.Tuners.IA3;
 using PeftSharp.Tuners.LoHa;
 using PeftSharp.Tuners.LoKr;
@@ -20,6 +21,7 @@ public class MethodTrainingTests(ITestOutputHelper output)
         ["loha"] = (() => new LoHaConfig { R = 4, Alpha = 8, TargetModules = ModuleSelector.Of("q_proj", "v_proj"), RankDropout = 0.1, ModuleDropout = 0.1 }, 1e-2),
         ["lokr"] = (() => new LoKrConfig { R = 2, Alpha = 4, TargetModules = ModuleSelector.Of("q_proj", "v_proj", "down_proj"), DecomposeBoth = true, RankDropout = 0.1, RankDropoutScale = true }, 5e-2),
         ["vera"] = (() => new VeraConfig { R = 16, TargetModules = ModuleSelector.Of("q_proj", "v_proj", "o_proj", "down_proj"), ProjectionPrngKey = 7 }, 5e-2),
+        ["adalora"] = (() => new AdaLoraConfig { InitR = 6, TargetR = 2, LoraAlpha = 8, TargetModules = ModuleSelector.Of("q_proj", "v_proj", "gate_proj") }, 5e-2),
     };
 
     public static TheoryData<string> Cases => new(Configs.Keys);
