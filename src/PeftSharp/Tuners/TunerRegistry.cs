@@ -3,6 +3,7 @@ using PeftSharp.Tuners.IA3;
 using PeftSharp.Tuners.LoHa;
 using PeftSharp.Tuners.LoKr;
 using PeftSharp.Tuners.Lora;
+using PeftSharp.Tuners.Miss;
 using PeftSharp.Tuners.Vera;
 
 namespace PeftSharp.Tuners;
@@ -20,6 +21,7 @@ public static class TunerRegistry
         Register(new LoKrTuner());
         Register(new VeraTuner());
         Register(new AdaLoraTuner());
+        Register(new MissTuner());
     }
 
     public static void Register(ITuner tuner) => Tuners[tuner.PeftType] = tuner;

@@ -5,6 +5,7 @@ using PeftSharp.Tuners.AdaLora;
 using PeftSharp.Tuners.IA3;
 using PeftSharp.Tuners.LoHa;
 using PeftSharp.Tuners.LoKr;
+using PeftSharp.Tuners.Miss;
 using PeftSharp.Tuners.Vera;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
@@ -22,6 +23,8 @@ public class MethodTrainingTests(ITestOutputHelper output)
         ["lokr"] = (() => new LoKrConfig { R = 2, Alpha = 4, TargetModules = ModuleSelector.Of("q_proj", "v_proj", "down_proj"), DecomposeBoth = true, RankDropout = 0.1, RankDropoutScale = true }, 5e-2),
         ["vera"] = (() => new VeraConfig { R = 16, TargetModules = ModuleSelector.Of("q_proj", "v_proj", "o_proj", "down_proj"), ProjectionPrngKey = 7 }, 5e-2),
         ["adalora"] = (() => new AdaLoraConfig { InitR = 6, TargetR = 2, LoraAlpha = 8, TargetModules = ModuleSelector.Of("q_proj", "v_proj", "gate_proj") }, 5e-2),
+        ["miss"] = (() => new MissConfig { R = 8, TargetModules = ModuleSelector.Of("q_proj", "v_proj", "down_proj"), MissDropout = 0.1 }, 1e-2),
+        ["miss-bat"] = (() => new MissConfig { R = 8, InitWeights = "bat", TargetModules = ModuleSelector.Of("q_proj", "v_proj", "down_proj") }, 1e-2),
     };
 
     public static TheoryData<string> Cases => new(Configs.Keys);
