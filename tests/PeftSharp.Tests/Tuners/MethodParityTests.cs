@@ -28,6 +28,16 @@ public class MethodParityTests(ITestOutputHelper output)
 
     [Theory]
     [MemberData(nameof(Cases))]
+    public void Every_key_of_the_peft_config_is_known(string name)
+    {
+        var config = PeftConfigJson.Load(Path.Combine(new AdapterFixture(name).Folder, PeftConfigJson.FileName));
+        var tuner = TunerRegistry.For(config);
+        var unknown = (config.Extra?.Keys.ToList() ?? []).Where(k => k != "peft_type" && !tuner.KnownUnusedKeys.Contains(k)).ToList();
+        Assert.True(unknown.Count == 0, $"{name}: keys that would be warned about: {string.Join(", ", unknown)}");
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
     public void Merged_logits_match_peft(string name)
     {
         using var scope = NewDisposeScope();

@@ -19,11 +19,11 @@ public class MethodTrainingTests(ITestOutputHelper output)
     static readonly Dictionary<string, (Func<PeftConfig> Config, double Lr)> Configs = new()
     {
         ["ia3"] = (() => new IA3Config { TargetModules = ModuleSelector.Of("k_proj", "v_proj", "down_proj"), FeedforwardModules = ModuleSelector.Of("down_proj") }, 0.1),
-        ["loha"] = (() => new LoHaConfig { R = 4, Alpha = 8, TargetModules = ModuleSelector.Of("q_proj", "v_proj"), RankDropout = 0.1, ModuleDropout = 0.1 }, 1e-2),
-        ["lokr"] = (() => new LoKrConfig { R = 2, Alpha = 4, TargetModules = ModuleSelector.Of("q_proj", "v_proj", "down_proj"), DecomposeBoth = true, RankDropout = 0.1, RankDropoutScale = true }, 5e-2),
+        ["loha"] = (() => new LoHaConfig { R = 4, Alpha = 8, TargetModules = ModuleSelector.Of("q_proj", "v_proj") }, 2e-2),
+        ["lokr"] = (() => new LoKrConfig { R = 2, Alpha = 4, TargetModules = ModuleSelector.Of("q_proj", "v_proj", "down_proj"), DecomposeBoth = true }, 5e-2),
         ["vera"] = (() => new VeraConfig { R = 16, TargetModules = ModuleSelector.Of("q_proj", "v_proj", "o_proj", "down_proj"), ProjectionPrngKey = 7 }, 5e-2),
         ["adalora"] = (() => new AdaLoraConfig { InitR = 6, TargetR = 2, LoraAlpha = 8, TargetModules = ModuleSelector.Of("q_proj", "v_proj", "gate_proj") }, 5e-2),
-        ["miss"] = (() => new MissConfig { R = 8, TargetModules = ModuleSelector.Of("q_proj", "v_proj", "down_proj"), MissDropout = 0.1 }, 1e-2),
+        ["miss"] = (() => new MissConfig { R = 8, TargetModules = ModuleSelector.Of("q_proj", "v_proj", "down_proj") }, 1e-2),
         ["miss-bat"] = (() => new MissConfig { R = 8, InitWeights = "bat", TargetModules = ModuleSelector.Of("q_proj", "v_proj", "down_proj") }, 1e-2),
     };
 
