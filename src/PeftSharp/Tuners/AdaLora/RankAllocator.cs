@@ -111,13 +111,14 @@ public sealed class RankAllocator
 
     void UpdateScores(PeftModel model)
     {
+        using var scope = NewDisposeScope(); // the temporaries; the new averages are detached from it
         using var _ = no_grad();
         foreach (var (path, layer) in Layers(model))
             foreach (var (which, p) in new[] { ('A', layer.A(adapter)), ('B', layer.B(adapter)), ('E', layer.E(adapter)) })
             {
                 var grad = p.grad ?? throw new InvalidOperationException(
                     $"'{path}.lora_{which}' of adapter '{adapter}' has no gradient: call UpdateAndAllocate after backward and before zero_grad");
-                using var sensitivity = (p * grad).abs();
+                var sensitivity = (p * grad).abs();
                 var key = (path, which);
                 if (!scores.TryGetValue(key, out var s))
                     s = (zeros_like(p).DetachFromDisposeScope(), zeros_like(p).DetachFromDisposeScope());
