@@ -1,4 +1,10 @@
+using PeftSharp.Tuners.AdaLora;
+using PeftSharp.Tuners.IA3;
+using PeftSharp.Tuners.LoHa;
+using PeftSharp.Tuners.LoKr;
 using PeftSharp.Tuners.Lora;
+using PeftSharp.Tuners.Miss;
+using PeftSharp.Tuners.Vera;
 
 namespace PeftSharp.Tuners;
 
@@ -10,6 +16,12 @@ public static class TunerRegistry
     static TunerRegistry()
     {
         Register(new LoraTuner());
+        Register(new IA3Tuner());
+        Register(new LoHaTuner());
+        Register(new LoKrTuner());
+        Register(new VeraTuner());
+        Register(new AdaLoraTuner());
+        Register(new MissTuner());
     }
 
     public static void Register(ITuner tuner) => Tuners[tuner.PeftType] = tuner;

@@ -1,0 +1,45 @@
+using PeftSharp.Peft;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Tuners.AdaLora;
+
+public sealed class AdaLoraTuner : ITuner
+{
+    public string PeftType => "ADALORA";
+    public Type ConfigType => typeof(AdaLoraConfig);
+
+    // LoRA keys PEFT writes for AdaLoRA too (its config extends LoraConfig) that AdaLoRA does not use.
+    public IReadOnlySet<string> KnownUnusedKeys { get; } = new HashSet<string>
+    {
+        "alora_invocation_tokens", "arrow_config", "auto_mapping", "corda_config", "ensure_weight_tying", "eva_config",
+        "layer_replication", "loftq_config", "lora_ga_config", "megatron_config", "megatron_core", "monteclora_config",
+        "qalora_group_size", "target_parameters", "trainable_token_indices", "use_bdlora", "use_qalora", "velora_config",
+        "kasa_config", "runtime_config",
+    };
+
+    // PEFT sizes layers by rank_pattern only when loading saved weights (they hold only the kept singular values).
+    public PeftConfig ForLoading(PeftConfig config) => (AdaLoraConfig)config with { SizeByRankPattern = true };
+
+    public void Inject(PeftModel model, string name, PeftConfig config)
+    {
+        var c = (AdaLoraConfig)config;
+        if (c.UseDora) throw new NotSupportedException("AdaLoRA does not support DoRA (use_dora), as in PEFT");
+        if (c.Bias != "none") throw new NotSupportedException($"AdaLoRA bias '{c.Bias}' is not supported; use \"none\"");
+        if (c.InitR <= 0) throw new ArgumentException($"init_r must be positive, got {c.InitR}");
+        LayerInjection.Inject(model, c, (path, module) =>
+        {
+            var existing = module as AdaLoraLayer;
+            var layer = existing ?? new AdaLoraLayer(module as nn.Module<Tensor, Tensor>
+                ?? throw new NotSupportedException($"module '{path}' ({module.GetType().Name}) cannot be wrapped by AdaLoRA"));
+            int r = c.InitR;
+            if (c.SizeByRankPattern && c.RankMaskFor(path, name) is { } mask)
+            {
+                if (mask.Length != c.InitR)
+                    throw new InvalidDataException($"rank_pattern for '{path}' has {mask.Length} entries but init_r is {c.InitR}");
+                r = mask.Count(k => k);
+            }
+            layer.AddAdapter(name, r, rankNum: c.InitR, c);
+            return existing is null ? layer : null;
+        });
+    }
+}

@@ -1,0 +1,173 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace PeftSharp.Tuners.Miss;
+
+/// <summary>The three MiSS variants PEFT's <c>init_weights</c> selects.</summary>
+public enum MissMode { Balance, Bat, Mini }
+
+/// <summary>
+/// Wraps a Linear (<c>base_layer</c>) with one <c>miss_block</c> per adapter. Balance and mini add
+/// (Σ_k x[k r : (k+1) r]) M to the output, x zero-padded to a multiple of r (M tiled to [r, out] for mini);
+/// bat runs the base with W' = W + ΔW(W) where ΔW_ab = W_ab B_a + B_a over r×r blocks (a: output block, b: input block).
+/// </summary>
+public sealed class MissLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
+{
+    sealed record Settings(MissMode Mode, int R, int MiniR, double Dropout);
+
+    readonly long inFeatures, outFeatures;
+    readonly Dictionary<string, Settings> settings = new();
+    readonly MergeLedger ledger = new();
+
+    Module<Tensor, Tensor> base_layer;
+    ParameterDict miss_block = new();
+
+    public MissLayer(Module<Tensor, Tensor> baseLayer) : base("MissLayer")
+    {
+        if (BaseLayers.KindOf(baseLayer) != BaseKind.Linear)
+            throw new NotSupportedException($"MiSS wraps Linear layers (as PEFT does), not {baseLayer.GetType().Name}");
+        base_layer = baseLayer;
+        (inFeatures, outFeatures) = BaseLayers.Features(baseLayer);
+        RegisterComponents();
+        train(baseLayer.training); // a new wrapper would otherwise be in training mode inside an eval model
+    }
+
+    public Module BaseLayer => base_layer;
+    public IReadOnlyCollection<string> AdapterNames => settings.Keys;
+    public IReadOnlyList<string> ActiveAdapters { get; set; } = [];
+    public bool Disabled { get; set; }
+    public bool CanMerge => true;
+    public IReadOnlyList<string> MergedAdapters => ledger.Adapters;
+    public MissMode Mode(string adapter) => settings[adapter].Mode;
+    public Parameter Block(string adapter) => miss_block[adapter];
+
+    public void AddAdapter(string name, MissConfig c)
+    {
+        if (settings.ContainsKey(name)) throw new ArgumentException($"adapter '{name}' already exists on this layer");
+        int r = c.R;
+        if (r <= 0) throw new ArgumentException($"MiSS r must be positive, got {r}");
+        var mode = c.InitWeights switch
+        {
+            "true" or "false" => MissMode.Balance,
+            "bat" => MissMode.Bat,
+            "mini" => MissMode.Mini,
+            _ => throw new ArgumentException($"init_weights '{c.InitWeights}' is not a MiSS mode; use true, false, \"bat\" or \"mini\""),
+        };
+        if (mode == MissMode.Bat && (inFeatures % r != 0 || outFeatures % r != 0))
+            throw new ArgumentException($"MiSS \"bat\" needs in and out features divisible by r into [r, r] blocks; this layer is [{outFeatures}, {inFeatures}], r={r}");
+        if (mode == MissMode.Mini && (c.MiniR <= 0 || outFeatures % c.MiniR != 0))
+            throw new ArgumentException($"MiSS \"mini\" needs out_features ({outFeatures}) divisible by mini_r ({c.MiniR})");
+        long[] shape = mode switch
+        {
+            MissMode.Bat => [outFeatures / r, r, r],
+            MissMode.Mini => [r, c.MiniR],
+            _ => [r, outFeatures],
+        };
+        var device = BaseLayers.Weight(base_layer).device;
+        using var _ = no_grad();
+        var block = new Parameter(zeros(shape, dtype: ScalarType.Float32, device: device));
+        if (c.InitWeights == "false") nn.init.kaiming_uniform_(block, Math.Sqrt(5));
+        miss_block.Add(name, block);
+        settings[name] = new Settings(mode, r, c.MiniR, c.MissDropout);
+    }
+
+    // Balance and mini: M as [r, out] (mini's [r, mini_r] tiled along the output).
+    Tensor FullBlock(string a)
+    {
+        var s = settings[a];
+        var m = miss_block[a];
+        return s.Mode == MissMode.Mini ? m.repeat(1, outFeatures / s.MiniR) : m;
+    }
+
+    // Bat: ΔW over r×r blocks, W_ab B_a + B_a, for the given weight [out, in].
+    Tensor BatDelta(string a, Tensor w)
+    {
+        using var scope = NewDisposeScope();
+        int r = settings[a].R;
+        var b = miss_block[a];                                                         // [out/r, r, r]
+        var blocks = w.reshape(outFeatures / r, r, inFeatures / r, r).permute(2, 0, 1, 3); // [in/r, out/r, r, r]
+        var delta = (matmul(blocks, b) + b).permute(1, 2, 0, 3).reshape(outFeatures, inFeatures);
+        return delta.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The adapter's ΔW [out, in]. Balance/mini: ΔW[o, i] = M[i mod r, o]. Bat: ΔW depends on W, and is taken
+    /// against the base weight as it is now.
+    /// </summary>
+    public Tensor DeltaWeight(string adapter)
+    {
+        using var scope = NewDisposeScope();
+        var s = settings[adapter];
+        if (s.Mode == MissMode.Bat)
+            return BatDelta(adapter, BaseLayers.Weight(base_layer).detach().to(ScalarType.Float32)).MoveToOuterDisposeScope();
+        long tiles = (inFeatures + s.R - 1) / s.R;
+        return FullBlock(adapter).t().repeat(1, tiles)[.., ..(int)inFeatures].contiguous().MoveToOuterDisposeScope();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        if (Disabled && ledger.Any) UnmergeInPlace();
+        if (Disabled || ledger.Any) return base_layer.call(x);
+        using var scope = NewDisposeScope();
+        var active = ActiveAdapters.Where(settings.ContainsKey).ToList();
+        Tensor result;
+        if (active.Any(a => settings[a].Mode == MissMode.Bat))
+        {
+            // Bat adapters rewrite the weight, one after the other; the base weight itself stays frozen.
+            var w = BaseLayers.Weight(base_layer).detach().to(ScalarType.Float32);
+            foreach (var a in active.Where(a => settings[a].Mode == MissMode.Bat)) w = w + BatDelta(a, w);
+            result = nn.functional.linear(x.to(w.dtype), w, BaseLayers.Bias(base_layer)?.to(w.dtype)).to(x.dtype);
+        }
+        else result = base_layer.call(x);
+        foreach (var a in active.Where(a => settings[a].Mode != MissMode.Bat))
+        {
+            var s = settings[a];
+            var m = FullBlock(a);                                    // [r, out]
+            var xa = x.to(m.dtype);
+            long pad = (s.R - xa.shape[^1] % s.R) % s.R;
+            if (pad > 0) xa = nn.functional.pad(xa, [0, pad]);
+            if (s.Dropout > 0) xa = nn.functional.dropout(xa, s.Dropout, training);
+            var folded = xa.reshape([.. xa.shape[..^1], xa.shape[^1] / s.R, s.R]).sum(-2); // [.., r]: the r-blocks of x summed
+            result = result + matmul(folded, m).to(result.dtype);
+        }
+        return result.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Bat adapters merge first, in order (each sees the weight the previous one made), as the forward applies them.</summary>
+    public void MergeInPlace(IReadOnlyList<string> adapters, bool safe)
+    {
+        var ordered = adapters.Where(a => settings.ContainsKey(a) && !ledger.Contains(a))
+            .OrderBy(a => settings[a].Mode == MissMode.Bat ? 0 : 1).ToList();
+        foreach (var a in ordered)
+        {
+            using var scope = NewDisposeScope();
+            using var _ = no_grad();
+            var merged = BaseLayers.Weight(base_layer).to(ScalarType.Float32) + DeltaWeight(a);
+            ledger.ApplyInPlace(base_layer, a, merged, null, safe);
+        }
+    }
+
+    /// <summary>Restores the weight exactly (PEFT inverts I + B for bat; the ledger keeps what was added instead).</summary>
+    public void UnmergeInPlace() => ledger.UndoAllInPlace(base_layer);
+
+    public void DeleteAdapter(string adapter)
+    {
+        if (ledger.Contains(adapter)) throw new InvalidOperationException($"adapter '{adapter}' is merged; unmerge it before deleting");
+        miss_block.Remove(adapter);
+        settings.Remove(adapter);
+        ActiveAdapters = ActiveAdapters.Where(a => a != adapter).ToList();
+    }
+
+    public IEnumerable<(string Key, Tensor Value)> StateDict(string adapter) => [("miss_block", miss_block[adapter])];
+
+    public void LoadStateDict(string adapter, IReadOnlyDictionary<string, Tensor> tensors, string modulePath, string source)
+    {
+        var s = settings[adapter];
+        AdapterTensors.CopyInto(StateDict(adapter), tensors, modulePath, adapter, source,
+            $"in={inFeatures}, out={outFeatures}, r={s.R}, mode {s.Mode.ToString().ToLowerInvariant()}{(s.Mode == MissMode.Mini ? $", mini_r={s.MiniR}" : "")}");
+    }
+
+    public IEnumerable<Parameter> AdapterParameters(string adapter) => [miss_block[adapter]];
+}
