@@ -41,7 +41,8 @@ public static class FineTune
         var dataset = TrainingDataset.Load(o.DataOptions(dataPath), TokenizerFunctionsFor(tokenizer, o.Task));
         log($"data {dataPath}: {dataset.Report.TrainRows} training rows, {dataset.Report.EvalRows} held-out rows, {dataset.Report.TrainTokens:N0} training tokens");
 
-        // 3. The adapter.
+        // 3. The adapter, initialised from the run's seed so that a run is reproducible.
+        TorchSharp.torch.manual_seed(o.Seed);
         var peft = AdapterFactory(model, o);
         log(peft.TrainableParametersSummary());
         var trainable = Objectives.ForPeft(peft, o.Task);

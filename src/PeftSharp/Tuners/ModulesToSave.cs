@@ -59,6 +59,7 @@ public sealed class ModulesToSaveWrapper : Module<Tensor, Tensor>
             Conv1D c => new Conv1D(c.InFeatures, c.OutFeatures, c.weight.dtype),
             _ => throw new NotSupportedException($"modules_to_save cannot copy a {m.GetType().Name} (supported: Linear, Embedding, LayerNorm, Conv1D)"),
         };
+        copy.train(m.training);
         var source = m.named_parameters().ToDictionary(p => p.name, p => p.parameter);
         foreach (var (name, p) in copy.named_parameters())
         {

@@ -2,6 +2,7 @@ using PeftSharp.Training;
 
 namespace PeftSharp.Tests.Training;
 
+[Collection(SerialRng.Name)]
 public class FirstRunTests
 {
     [Fact]

@@ -5,6 +5,7 @@ using static TorchSharp.torch;
 
 namespace PeftSharp.Tests.Training;
 
+[Collection(SerialRng.Name)]
 public class TrainerTests
 {
     /// <summary>Short "documents" with a pattern to learn: a run of letters, then the same run again.</summary>
