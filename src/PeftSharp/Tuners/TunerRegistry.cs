@@ -1,4 +1,7 @@
 using PeftSharp.Tuners.Lora;
+using PeftSharp.Tuners.PrefixTuning;
+using PeftSharp.Tuners.PromptTuning;
+using PeftSharp.Tuners.PTuning;
 
 namespace PeftSharp.Tuners;
 
@@ -10,6 +13,9 @@ public static class TunerRegistry
     static TunerRegistry()
     {
         Register(new LoraTuner());
+        Register(new PromptTuningTuner());
+        Register(new PrefixTuningTuner());
+        Register(new PTuningTuner());
     }
 
     public static void Register(ITuner tuner) => Tuners[tuner.PeftType] = tuner;
