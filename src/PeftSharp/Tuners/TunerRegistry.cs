@@ -1,3 +1,4 @@
+using PeftSharp.Tuners.LnTuning;
 using PeftSharp.Tuners.Lora;
 using PeftSharp.Tuners.PrefixTuning;
 using PeftSharp.Tuners.PromptTuning;
@@ -16,6 +17,7 @@ public static class TunerRegistry
         Register(new PromptTuningTuner());
         Register(new PrefixTuningTuner());
         Register(new PTuningTuner());
+        Register(new LnTuningTuner());
     }
 
     public static void Register(ITuner tuner) => Tuners[tuner.PeftType] = tuner;
