@@ -1,8 +1,11 @@
+using PeftSharp.Tuners.BitFit;
+using PeftSharp.Tuners.Bottleneck;
 using PeftSharp.Tuners.LnTuning;
 using PeftSharp.Tuners.Lora;
 using PeftSharp.Tuners.PrefixTuning;
 using PeftSharp.Tuners.PromptTuning;
 using PeftSharp.Tuners.PTuning;
+using PeftSharp.Tuners.Ssf;
 
 namespace PeftSharp.Tuners;
 
@@ -18,6 +21,9 @@ public static class TunerRegistry
         Register(new PrefixTuningTuner());
         Register(new PTuningTuner());
         Register(new LnTuningTuner());
+        Register(new BottleneckTuner());
+        Register(new SsfTuner());
+        Register(new BitFitTuner());
     }
 
     public static void Register(ITuner tuner) => Tuners[tuner.PeftType] = tuner;
