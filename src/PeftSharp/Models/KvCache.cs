@@ -12,10 +12,15 @@ public sealed class KvCache : IDisposable
     readonly Tensor?[] keys;
     readonly Tensor?[] values;
 
-    public KvCache(int layers)
+    readonly bool trackGradients;
+
+    /// <param name="trackGradients">Keep the autograd graph through cached tensors (training prefix tuning, whose
+    /// virtual keys/values are parameters); by default cached tensors are detached.</param>
+    public KvCache(int layers, bool trackGradients = false)
     {
         keys = new Tensor?[layers];
         values = new Tensor?[layers];
+        this.trackGradients = trackGradients;
     }
 
     /// <summary>Positions cached so far.</summary>
@@ -26,11 +31,11 @@ public sealed class KvCache : IDisposable
     {
         var oldK = keys[layer];
         var oldV = values[layer];
-        var newK = oldK is null ? k.detach() : cat([oldK, k.detach()], 2);
-        var newV = oldV is null ? v.detach() : cat([oldV, v.detach()], 2);
+        var newK = oldK is null ? Own(k) : cat([oldK, trackGradients ? k : k.detach()], 2);
+        var newV = oldV is null ? Own(v) : cat([oldV, trackGradients ? v : v.detach()], 2);
         newK.MoveToOuterDisposeScope();
         newV.MoveToOuterDisposeScope();
-        // Detached copies live outside any step's dispose scope; the previous ones are ours to free.
+        // Our copies live outside any step's dispose scope; the previous ones are ours to free.
         keys[layer] = newK.DetachFromDisposeScope();
         values[layer] = newV.DetachFromDisposeScope();
         oldK?.Dispose();
@@ -43,9 +48,12 @@ public sealed class KvCache : IDisposable
     {
         keys[layer]?.Dispose();
         values[layer]?.Dispose();
-        keys[layer] = k.detach().clone().DetachFromDisposeScope();
-        values[layer] = v.detach().clone().DetachFromDisposeScope();
+        keys[layer] = (trackGradients ? k.clone() : k.detach().clone()).DetachFromDisposeScope();
+        values[layer] = (trackGradients ? v.clone() : v.detach().clone()).DetachFromDisposeScope();
     }
+
+    // A handle of our own on the step's tensor: detached, or (tracking gradients) a differentiable copy.
+    Tensor Own(Tensor t) => trackGradients ? t.clone() : t.detach();
 
     /// <summary>Keeps only the rows in <paramref name="index"/> (e.g. finished sequences dropped).</summary>
     public void Select(Tensor index)

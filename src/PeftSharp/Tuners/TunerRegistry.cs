@@ -5,6 +5,13 @@ using PeftSharp.Tuners.LoKr;
 using PeftSharp.Tuners.Lora;
 using PeftSharp.Tuners.Miss;
 using PeftSharp.Tuners.Vera;
+using PeftSharp.Tuners.BitFit;
+using PeftSharp.Tuners.Bottleneck;
+using PeftSharp.Tuners.LnTuning;
+using PeftSharp.Tuners.PrefixTuning;
+using PeftSharp.Tuners.PromptTuning;
+using PeftSharp.Tuners.PTuning;
+using PeftSharp.Tuners.Ssf;
 
 namespace PeftSharp.Tuners;
 
@@ -22,6 +29,13 @@ public static class TunerRegistry
         Register(new VeraTuner());
         Register(new AdaLoraTuner());
         Register(new MissTuner());
+        Register(new PromptTuningTuner());
+        Register(new PrefixTuningTuner());
+        Register(new PTuningTuner());
+        Register(new LnTuningTuner());
+        Register(new BottleneckTuner());
+        Register(new SsfTuner());
+        Register(new BitFitTuner());
     }
 
     public static void Register(ITuner tuner) => Tuners[tuner.PeftType] = tuner;

@@ -8,7 +8,7 @@ namespace PeftSharp.Models.Bert;
 public sealed class BertEmbeddings : nn.Module
 {
     internal Module<Tensor, Tensor> word_embeddings, position_embeddings, token_type_embeddings;
-    LayerNorm LayerNorm;
+    Module<Tensor, Tensor> LayerNorm; // a plain module so that LN tuning can wrap it
 
     public BertEmbeddings(ModelConfig c, ScalarType dtype) : base("BertEmbeddings")
     {
@@ -62,7 +62,7 @@ public sealed class BertSelfAttention : nn.Module
 public sealed class BertResidualOutput : nn.Module
 {
     Module<Tensor, Tensor> dense;
-    LayerNorm LayerNorm;
+    Module<Tensor, Tensor> LayerNorm;
 
     public BertResidualOutput(long inFeatures, ModelConfig c, ScalarType dtype) : base("BertOutput")
     {

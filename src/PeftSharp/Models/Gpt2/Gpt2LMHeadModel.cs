@@ -68,9 +68,10 @@ public sealed class Gpt2MLP : nn.Module<Tensor, Tensor>
 
 public sealed class Gpt2Block : nn.Module
 {
-    LayerNorm ln_1, ln_2;
+    // Typed as plain modules so that adapters (LN tuning, bottleneck adapters) can wrap them.
+    Module<Tensor, Tensor> ln_1, ln_2;
     Gpt2Attention attn;
-    Gpt2MLP mlp;
+    Module<Tensor, Tensor> mlp;
 
     public Gpt2Block(ModelConfig c, int index, ScalarType dtype) : base("GPT2Block")
     {
@@ -93,7 +94,7 @@ public sealed class Gpt2Model : nn.Module
 {
     internal Module<Tensor, Tensor> wte, wpe;
     internal ModuleList<Gpt2Block> h;
-    LayerNorm ln_f;
+    Module<Tensor, Tensor> ln_f;
 
     public Gpt2Model(ModelConfig c, ScalarType dtype) : base("GPT2Model")
     {

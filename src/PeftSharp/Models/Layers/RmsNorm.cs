@@ -11,6 +11,8 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     readonly double eps;
     public Parameter weight;
 
+    public double Eps => eps;
+
     public RmsNorm(long size, double eps, ScalarType dtype) : base("RmsNorm")
     {
         this.eps = eps;

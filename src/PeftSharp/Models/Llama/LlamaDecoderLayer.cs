@@ -30,8 +30,9 @@ public sealed class LlamaMLP : nn.Module<Tensor, Tensor>
 public sealed class LlamaDecoderLayer : nn.Module
 {
     LlamaAttention self_attn;
-    LlamaMLP mlp;
-    RmsNorm input_layernorm, post_attention_layernorm;
+    // Typed as plain modules so that adapters (LN tuning, bottleneck adapters) can wrap them.
+    Module<Tensor, Tensor> mlp;
+    Module<Tensor, Tensor> input_layernorm, post_attention_layernorm;
 
     public LlamaDecoderLayer(ModelConfig c, int index, ScalarType dtype) : base("LlamaDecoderLayer")
     {

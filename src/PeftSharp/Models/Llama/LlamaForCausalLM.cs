@@ -13,7 +13,7 @@ public sealed class LlamaModel : nn.Module
     readonly Rope rope;
     internal Module<Tensor, Tensor> embed_tokens;
     internal ModuleList<LlamaDecoderLayer> layers;
-    RmsNorm norm;
+    Module<Tensor, Tensor> norm; // a plain module so that LN tuning can wrap it
 
     public LlamaModel(ModelConfig c, ScalarType dtype) : base("LlamaModel")
     {

@@ -1,0 +1,94 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace PeftSharp.Tuners.Bottleneck;
+
+/// <summary>
+/// Wraps a module f (<c>base_layer</c>) with bottleneck adapters: sequential ones add s * up(act(down(y))) to the
+/// running output y, parallel ones add s * up(act(down(x))) from the input. Adapters train in float32.
+/// Not mergeable (the adapter is non-linear); unloading gives the base module back.
+/// </summary>
+public sealed class BottleneckLayer : Module<Tensor, Tensor>, ITunerLayer
+{
+    sealed record Settings(bool Parallel, double Scaling, string Activation, double Dropout);
+
+    readonly long inFeatures, outFeatures;
+    readonly Dictionary<string, Settings> settings = new();
+
+    Module<Tensor, Tensor> base_layer;
+    ModuleDict<Linear> adapter_down = new(), adapter_up = new();
+
+    /// <param name="inFeatures">size of the wrapped module's input's last dimension; <paramref name="outFeatures"/>, of its output.</param>
+    public BottleneckLayer(Module<Tensor, Tensor> baseLayer, long inFeatures, long outFeatures) : base("BottleneckLayer")
+    {
+        base_layer = baseLayer;
+        this.inFeatures = inFeatures;
+        this.outFeatures = outFeatures;
+        RegisterComponents();
+    }
+
+    public Module BaseLayer => base_layer;
+    public IReadOnlyCollection<string> AdapterNames => settings.Keys;
+    public IReadOnlyList<string> ActiveAdapters { get; set; } = [];
+    public bool Disabled { get; set; }
+    public IReadOnlyList<string> MergedAdapters => [];
+    public bool CanMerge => false;
+
+    public void AddAdapter(string name, BottleneckConfig c, Device device)
+    {
+        if (settings.ContainsKey(name)) throw new ArgumentException($"adapter '{name}' already exists on this layer");
+        bool parallel = c.AdapterType == "parallel";
+        long width = Math.Max(1, outFeatures / c.ReductionFactor);
+        var f32 = ScalarType.Float32;
+        var up = nn.Linear(width, outFeatures, hasBias: true, device: device, dtype: f32);
+        using (no_grad())
+            foreach (var p in up.parameters()) p.zero_();   // starts as the identity: y = f(x)
+        AdapterModules.Add(adapter_down, name, nn.Linear(parallel ? inFeatures : outFeatures, width, hasBias: true, device: device, dtype: f32));
+        AdapterModules.Add(adapter_up, name, up);
+        settings[name] = new Settings(parallel, c.Scaling, c.NonLinearity, c.AdapterDropout);
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        if (Disabled || ActiveAdapters.Count == 0) return base_layer.call(x);
+        using var scope = NewDisposeScope();
+        var y = base_layer.call(x);
+        foreach (var a in ActiveAdapters)
+        {
+            var s = settings[a];
+            var h = adapter_down[a].call((s.Parallel ? x : y).to(ScalarType.Float32));   // (..., width)
+            h = s.Activation switch { "gelu" => nn.functional.gelu(h), "silu" => nn.functional.silu(h), _ => nn.functional.relu(h) };
+            if (s.Dropout > 0) h = nn.functional.dropout(h, s.Dropout, training);
+            y = y + (adapter_up[a].call(h) * s.Scaling).to(y.dtype);
+        }
+        return y.MoveToOuterDisposeScope();
+    }
+
+    public IEnumerable<(string Key, Tensor Value)> StateDict(string adapter)
+    {
+        yield return ("adapter_down.weight", adapter_down[adapter].weight!);
+        yield return ("adapter_down.bias", adapter_down[adapter].bias!);
+        yield return ("adapter_up.weight", adapter_up[adapter].weight!);
+        yield return ("adapter_up.bias", adapter_up[adapter].bias!);
+    }
+
+    public void LoadStateDict(string adapter, IReadOnlyDictionary<string, Tensor> tensors, string modulePath, string source) =>
+        AdapterTensors.Load(StateDict(adapter), tensors, adapter, modulePath, source);
+
+    public IEnumerable<Parameter> AdapterParameters(string adapter) => StateDict(adapter).Select(kv => (Parameter)kv.Value);
+
+    public void MergeInPlace(IReadOnlyList<string> adapters, bool safe) =>
+        throw new NotSupportedException("bottleneck adapters are non-linear and cannot be merged into the weights");
+
+    public void UnmergeInPlace() { }
+
+    public void DeleteAdapter(string adapter)
+    {
+        AdapterModules.Remove(adapter_down, adapter);
+        AdapterModules.Remove(adapter_up, adapter);
+        settings.Remove(adapter);
+        ActiveAdapters = ActiveAdapters.Where(a => a != adapter).ToList();
+    }
+}
