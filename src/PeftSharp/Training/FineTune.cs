@@ -43,9 +43,9 @@ public static class FineTune
 
         // 3. The adapter, initialised from the run's seed so that a run is reproducible.
         TorchSharp.torch.manual_seed(o.Seed);
-        var peft = AdapterFactory(model, o);
+        var peft = AdapterFactory(model, o with { MaxSteps = TotalSteps(o, dataset) });
         log(peft.TrainableParametersSummary());
-        var trainable = Objectives.ForPeft(peft, o.Task);
+        var trainable = Methods.Trainable(peft, o.Task);
 
         // 4. Before: a sample generation (held-out loss comes from the trainer's step-0 evaluation).
         var prompt = o.Task == "causal_lm" ? o.SamplePrompt ?? DefaultPrompt(o.EvalFile ?? dataPath) : null;
@@ -61,22 +61,16 @@ public static class FineTune
             prompt, sampleBefore, sampleAfter, result);
     }
 
-    static PeftModel DefaultAdapter(PretrainedModel model, TrainingOptions o)
+    // o.MaxSteps here is the run's total optimizer steps.
+    static PeftModel DefaultAdapter(PretrainedModel model, TrainingOptions o) =>
+        o.InitAdapter is { } dir ? PeftModel.FromPretrained(model, dir, isTrainable: true)
+            : PeftModel.Create(model, Methods.ConfigFor(o, model.Config, o.MaxSteps));
+
+    static int TotalSteps(TrainingOptions o, TrainingDataset data)
     {
-        if (o.InitAdapter is { } dir) return PeftModel.FromPretrained(model, dir, isTrainable: true);
-        if (!o.Method.Equals("lora", StringComparison.OrdinalIgnoreCase))
-            throw new ArgumentException($"option method '{o.Method}': no builder registered for it (supported here: lora)");
-        return PeftModel.Create(model, new LoraConfig
-        {
-            R = o.LoraR,
-            LoraAlpha = o.LoraAlpha,
-            LoraDropout = o.LoraDropout,
-            UseRslora = o.UseRslora,
-            UseDora = o.UseDora,
-            TargetModules = ModuleSelector.Of(o.LoraTargetModules),
-            TaskType = o.Task == "seq_cls" ? "SEQ_CLS" : "CAUSAL_LM",
-            BaseModelNameOrPath = o.Model,
-        });
+        if (o.MaxSteps > 0) return o.MaxSteps;
+        int micro = data.Train.MicroBatchesPerEpoch(o.PerDeviceTrainBatchSize);
+        return (int)Math.Ceiling(o.NumTrainEpochs * Math.Ceiling((double)micro / o.GradientAccumulationSteps));
     }
 
     /// <summary>The data pipeline's view of a tokenizer. Classifiers get [CLS]/[SEP] from the tokenizer itself.</summary>

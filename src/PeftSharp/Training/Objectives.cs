@@ -22,7 +22,12 @@ public static class Objectives
             SegmentIds = b.SegmentIds?.to(dev),
         };
         var labels = (b.Labels ?? b.InputIds).to(dev);
-        return Losses.CausalLM(model.Forward(inputs), labels).MoveToOuterDisposeScope();
+        var logits = model.Forward(inputs);
+        // Prompt-learning methods prepend virtual tokens to the logits; they predict nothing (PEFT pads with -100 too).
+        long virtualTokens = logits.shape[1] - labels.shape[1];
+        if (virtualTokens > 0)
+            labels = cat([full(labels.shape[0], virtualTokens, Losses.IgnoreIndex, ScalarType.Int64, device: dev), labels], 1);
+        return Losses.CausalLM(logits, labels).MoveToOuterDisposeScope();
     }
 
     /// <summary>Cross-entropy of the classifier logits against the class labels.</summary>

@@ -14,6 +14,11 @@ namespace PeftSharp.Training;
 public sealed record TrainableModel(IReadOnlyList<(string Name, Parameter P)> Parameters, Func<Batch, Tensor> ComputeLoss, Action<string> SaveAdapter)
 {
     public Action<bool>? SetTrainingMode { get; init; }
+    /// <summary>
+    /// Called after each optimizer step, before gradients are cleared, with the 1-based step number: where methods that
+    /// reshape training as it goes act (AdaLoRA's rank allocation, LISA's and HFT's re-sampling of trained layers).
+    /// </summary>
+    public Action<int>? AfterOptimizerStep { get; init; }
 }
 
 /// <summary>Optional plumbing for a run: where progress goes, cancellation, Ctrl+C handling, a per-step hook.</summary>
@@ -131,6 +136,7 @@ public static class Trainer
                 }
                 var lr = schedule.At(state.GlobalStep);
                 optimizer.Step(lr);
+                model.AfterOptimizerStep?.Invoke(state.GlobalStep + 1);
                 optimizer.ZeroGrad();
                 state = state with { GlobalStep = step, MicroBatchInEpoch = state.MicroBatchInEpoch + micro };
 
