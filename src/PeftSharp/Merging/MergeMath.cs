@@ -1,0 +1,152 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Merging;
+
+/// <summary>How TIES elects the sign of each parameter across task vectors.</summary>
+public enum SignMethod
+{
+    /// <summary>The sign of the sum of the values (TIES paper; mergekit's <c>sum</c>).</summary>
+    Total,
+    /// <summary>The sign held by more task vectors (mergekit's <c>count</c>).</summary>
+    Frequency,
+}
+
+/// <summary>
+/// Task-vector merge maths as plain functions over tensors, after PEFT's <c>merge_utils</c> and mergekit's
+/// sparsification. A task vector is <c>fine_tuned - base</c> of one parameter; several are stacked on dimension 0
+/// (<c>stacked [n, ...]</c>). Inputs are never modified; every result is a new tensor owned by the caller.
+/// </summary>
+public static partial class MergeMath
+{
+    /// <summary>
+    /// Keeps the <c>int(density * numel)</c> largest magnitudes of <paramref name="t"/> and zeroes the rest
+    /// (TIES, https://arxiv.org/abs/2306.01708, "trim"). Ties at the threshold are broken as <c>torch.topk</c> does.
+    /// </summary>
+    public static Tensor MagnitudePrune(Tensor t, double density)
+    {
+        CheckDensity(density);
+        if (density >= 1) return t.clone();
+        using var scope = NewDisposeScope();
+        var flat = t.reshape(-1);
+        var mask = zeros_like(flat);
+        int k = KeepCount(flat.numel(), density);
+        if (k > 0) mask.index_fill_(0, flat.abs().topk(k).Item2, 1);
+        return (t * mask.view(t.shape)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// DARE (https://arxiv.org/abs/2311.03099): keeps each value with probability <paramref name="density"/>,
+    /// and with <paramref name="rescale"/> divides the survivors by it so the expectation is unchanged:
+    /// <c>m ~ Bernoulli(p); t' = m * t / p</c>. Density 0 gives zeros (PEFT would divide 0 by 0).
+    /// </summary>
+    public static Tensor RandomPrune(Tensor t, double density, bool rescale, Generator? generator = null)
+    {
+        CheckDensity(density);
+        if (density >= 1) return t.clone();
+        if (density == 0) return zeros_like(t);
+        using var scope = NewDisposeScope();
+        // Bernoulli sampling is float32 on CPU whatever the tensor's dtype (half is not implemented there).
+        var mask = empty(t.shape, ScalarType.Float32).bernoulli_(density, generator).to(t.dtype);
+        var pruned = t * mask;
+        if (rescale) pruned.div_(density);
+        return pruned.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Model Breadcrumbs (https://arxiv.org/abs/2312.06795): drops the <c>int(gamma * numel)</c> largest magnitudes
+    /// (outliers) and then the smallest ones, so that <c>int(density * numel)</c> values remain. When density
+    /// and gamma together ask for more than the tensor holds, fewer outliers are dropped, as in mergekit.
+    /// </summary>
+    public static Tensor BreadcrumbsPrune(Tensor t, double density, double gamma)
+    {
+        CheckDensity(density);
+        if (gamma < 0 || gamma > 1) throw new ArgumentOutOfRangeException(nameof(gamma), gamma, "gamma must be in [0, 1]");
+        if (density >= 1) return t.clone();
+        using var scope = NewDisposeScope();
+        var flat = t.reshape(-1);
+        long n = flat.numel(), keep = KeepCount(n, density), top = (long)(gamma * n), bottom = n - keep - top;
+        if (bottom < 0) { top += bottom; bottom = 0; }
+        var mask = zeros_like(flat);
+        // Keep ranks [bottom, n - top) by ascending magnitude: that is `keep` values. (mergekit slices
+        // sorted[bottom:-top], which is empty when top == 0; we keep what was meant.)
+        if (keep > 0) mask.index_fill_(0, flat.abs().argsort().narrow(0, bottom, keep), 1);
+        return (t * mask.view(t.shape)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Scales a pruned tensor so its L1 norm matches the original's: mergekit's <c>rescale</c> for magnitude-based
+    /// pruning (random pruning rescales by <c>1/density</c> instead). Left as is when either norm is ~0.
+    /// </summary>
+    public static Tensor RescaleL1(Tensor original, Tensor pruned)
+    {
+        double before = original.abs().sum(type: ScalarType.Float64).item<double>();
+        double after = pruned.abs().sum(type: ScalarType.Float64).item<double>();
+        return before >= 1e-8 && after >= 1e-8 ? pruned * (before / after) : pruned.clone();
+    }
+
+    /// <summary>
+    /// TIES "elect": the majority sign of every parameter across the stacked task vectors, +1 or -1 (+1 on a tie),
+    /// in the dtype of <paramref name="stacked"/> [n, ...] -> [...].
+    /// </summary>
+    public static Tensor ElectSign(Tensor stacked, SignMethod method)
+    {
+        using var scope = NewDisposeScope();
+        var votes = method switch
+        {
+            SignMethod.Total => stacked.sum(dim: 0),
+            SignMethod.Frequency => stacked.sign().sum(dim: 0),
+            _ => throw new ArgumentOutOfRangeException(nameof(method), method, null),
+        };
+        var one = ones_like(votes);
+        return where(votes.ge(0), one, one.neg()).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Which entries of the stacked task vectors [n, ...] carry the elected sign (a bool mask [n, ...]).
+    /// Pruned zeros never agree. PEFT's <c>calculate_majority_sign_mask</c> is <c>SignAgreement(s, ElectSign(s, m))</c>.
+    /// </summary>
+    public static Tensor SignAgreement(Tensor stacked, Tensor electedSign)
+    {
+        using var sign = stacked.sign();
+        return sign.eq(electedSign);
+    }
+
+    /// <summary>
+    /// TIES "disjoint merge" as PEFT does it: the mean, per parameter, of the (weighted) task vectors that agree with
+    /// the elected sign, dividing by how many agree: <c>sum_i agree_i * x_i / max(1, sum_i agree_i)</c>.
+    /// </summary>
+    public static Tensor DisjointMerge(Tensor stacked, Tensor agree)
+    {
+        using var scope = NewDisposeScope();
+        var mask = agree.to(stacked.dtype);
+        var count = mask.sum(dim: 0).clamp_min(1.0);
+        return ((stacked * mask).sum(dim: 0) / count).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Multiplies stacked [n, ...] by one weight per row.</summary>
+    public static Tensor Weighted(Tensor stacked, IReadOnlyList<double> weights)
+    {
+        if (weights.Count != stacked.shape[0])
+            throw new ArgumentException($"{weights.Count} weights for {stacked.shape[0]} task vectors", nameof(weights));
+        var shape = new long[stacked.dim()];
+        Array.Fill(shape, 1L);
+        shape[0] = weights.Count;
+        using var w = tensor(weights.ToArray(), dtype: stacked.dtype).view(shape);
+        return stacked * w;
+    }
+
+    // int(density * numel) as Python computes it; torch.topk takes an int k.
+    static int KeepCount(long numel, double density)
+    {
+        long k = (long)(density * numel);
+        if (k > int.MaxValue) throw new NotSupportedException($"cannot prune a tensor of {numel} elements: topk is limited to 2^31 values");
+        return (int)k;
+    }
+
+    static void CheckDensity(double density)
+    {
+        if (density < 0 || double.IsNaN(density))
+            throw new ArgumentOutOfRangeException(nameof(density), density, "density is the fraction of values kept: it must be in [0, 1]");
+    }
+}
