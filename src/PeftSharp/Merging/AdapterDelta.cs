@@ -26,20 +26,21 @@ public sealed class AdapterDelta : IDisposable
     public string Folder { get; }
     public bool FanInFanOut { get; }
     public string? TaskType { get; }
-    public IReadOnlyList<string> TargetModules { get; }
+
+    /// <summary>Names of the modules that have LoRA factors (not those in modules_to_save).</summary>
+    public IEnumerable<string> LoraModules => lora.Values.Select(p => p.Module);
 
     /// <summary>Names of the base tensors this adapter changes.</summary>
     public IEnumerable<string> Targets => lora.Keys.Concat(replaced.Keys);
 
     public static bool IsAdapter(string path) => File.Exists(Path.Combine(path, ConfigFile));
 
-    AdapterDelta(string folder, SafetensorsFile file, bool fanInFanOut, string? taskType, IReadOnlyList<string> targets)
+    AdapterDelta(string folder, SafetensorsFile file, bool fanInFanOut, string? taskType)
     {
         Folder = folder;
         this.file = file;
         FanInFanOut = fanInFanOut;
         TaskType = taskType;
-        TargetModules = targets;
     }
 
     public static AdapterDelta Open(string folder)
@@ -58,15 +59,12 @@ public sealed class AdapterDelta : IDisposable
         double alpha = Num(c, "lora_alpha") ?? 8;
         bool rslora = c.TryGetProperty("use_rslora", out var rs) && rs.ValueKind == JsonValueKind.True;
         var alphaPattern = Patterns(c, "alpha_pattern");
-        var targets = c.TryGetProperty("target_modules", out var tm) && tm.ValueKind == JsonValueKind.Array
-            ? tm.EnumerateArray().Select(e => e.GetString() ?? "").ToList()
-            : tm.ValueKind == JsonValueKind.String ? [tm.GetString()!] : new List<string>();
 
         var weightsPath = Path.Combine(folder, WeightsFile);
         if (!File.Exists(weightsPath)) throw new MergeException($"{folder}: {WeightsFile} is missing");
         var file = SafetensorsFile.Open(weightsPath);
         var adapter = new AdapterDelta(folder, file, c.TryGetProperty("fan_in_fan_out", out var f) && f.ValueKind == JsonValueKind.True,
-            Str(c, "task_type"), targets);
+            Str(c, "task_type"));
         try
         {
             adapter.Index(alpha, rslora, alphaPattern);

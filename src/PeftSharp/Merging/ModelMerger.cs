@@ -74,39 +74,39 @@ public static class ModelMerger
     }
 
     static long WriteModel(string stage, List<string> names, ModelSource reference, TensorMerger merger, ScalarType? outType, MergeOptions options)
+    {
+        var specs = names.Select(n => new TensorSpec(n, TensorMerger.IsFloat(reference.DType(n)) ? outType ?? reference.DType(n) : reference.DType(n),
+            reference.Shape(n))).ToList();
+        long total = specs.Sum(s => s.ByteLength), done = 0;
+        using var writer = new ShardedCheckpointWriter(stage, specs, options.MaxShardBytes);
+        for (int i = 0; i < specs.Count; i++)
         {
-            var specs = names.Select(n => new TensorSpec(n, TensorMerger.IsFloat(reference.DType(n)) ? outType ?? reference.DType(n) : reference.DType(n),
-                reference.Shape(n))).ToList();
-            long total = specs.Sum(s => s.ByteLength), done = 0;
-            using var writer = new ShardedCheckpointWriter(stage, specs, options.MaxShardBytes);
-            for (int i = 0; i < specs.Count; i++)
-            {
-                using var scope = NewDisposeScope();
-                var spec = specs[i];
-                options.Progress?.Invoke(new MergeProgress(i, specs.Count, spec.Name, done, total));
-                var stored = reference.DType(spec.Name);
-                var merged = TensorMerger.IsFloat(stored) ? merger.Merged(spec.Name, TensorMerger.ComputeType(stored)) : reference.Load(spec.Name);
-                writer.Write(spec.Name, merged.to(spec.DType));
-                done += spec.ByteLength;
-            }
-            writer.Commit();
-            options.Progress?.Invoke(new MergeProgress(specs.Count, specs.Count, "", total, total));
-            return total;
+            using var scope = NewDisposeScope();
+            var spec = specs[i];
+            options.Progress?.Invoke(new MergeProgress(i, specs.Count, spec.Name, done, total));
+            var stored = reference.DType(spec.Name);
+            var merged = TensorMerger.IsFloat(stored) ? merger.Merged(spec.Name, TensorMerger.ComputeType(stored)) : reference.Load(spec.Name);
+            writer.Write(spec.Name, merged.to(spec.DType));
+            done += spec.ByteLength;
         }
+        writer.Commit();
+        options.Progress?.Invoke(new MergeProgress(specs.Count, specs.Count, "", total, total));
+        return total;
+    }
 
     static long WriteAdapter(string stage, MergeConfig config, AdapterOutputConfig ao, MergeInputs inputs, ModelSource reference, List<string> names,
-            TensorMerger merger, ScalarType? outType, MergeOptions options)
-        {
-            var adapters = inputs.Models.Select(m => m.Source.Adapter).OfType<AdapterDelta>().ToList();
-            var targets = ao.TargetModules ?? (adapters.Count > 0 ? adapters.SelectMany(a => a.TargetModules).Distinct().ToList() : null);
-            bool fanInFanOut = adapters.Any(a => a.FanInFanOut);
-            var modules = LoraExport.Modules(names, reference.Shape, n => TensorMerger.IsFloat(reference.DType(n)), targets, fanInFanOut);
-            var dtype = outType ?? ScalarType.Float32;
-            LoraExport.Write(stage, modules, n => merger.Delta(n, TensorMerger.ComputeType(reference.DType(n))), ao, fanInFanOut,
-                adapters.FirstOrDefault()?.TaskType, config.BaseModel, dtype,
-                (i, m) => options.Progress?.Invoke(new MergeProgress(i, modules.Count, m + ".weight", i, modules.Count)));
-            options.Progress?.Invoke(new MergeProgress(modules.Count, modules.Count, "", modules.Count, modules.Count));
-            return new FileInfo(Path.Combine(stage, AdapterDelta.WeightsFile)).Length;
+        TensorMerger merger, ScalarType? outType, MergeOptions options)
+    {
+        var adapters = inputs.Models.Select(m => m.Source.Adapter).OfType<AdapterDelta>().ToList();
+        var targets = ao.TargetModules ?? (adapters.Count > 0 ? adapters.SelectMany(a => a.LoraModules).Distinct().ToList() : null);
+        bool fanInFanOut = adapters.Any(a => a.FanInFanOut);
+        var modules = LoraExport.Modules(names, reference.Shape, n => TensorMerger.IsFloat(reference.DType(n)), targets, fanInFanOut);
+        var dtype = outType ?? ScalarType.Float32;
+        LoraExport.Write(stage, modules, n => merger.Delta(n, TensorMerger.ComputeType(reference.DType(n))), ao, fanInFanOut,
+            adapters.FirstOrDefault()?.TaskType, config.BaseModel, dtype,
+            (i, m) => options.Progress?.Invoke(new MergeProgress(i, modules.Count, m + ".weight", i, modules.Count)));
+        options.Progress?.Invoke(new MergeProgress(modules.Count, modules.Count, "", modules.Count, modules.Count));
+        return new FileInfo(Path.Combine(stage, AdapterDelta.WeightsFile)).Length;
     }
 
     static string? TokenizerFolder(MergeConfig config, MergeInputs inputs, ModelSource reference)

@@ -104,6 +104,35 @@ public class MergeFixtureTests(ITestOutputHelper output)
         output.WriteLine($"soup_uniform through YAML (linear): max abs diff {worst:g3}");
     }
 
+    [Fact]
+    public void Mergekit_ties_convention_is_the_yaml_default_and_differs_from_peft()
+    {
+        // Same data, mergekit's convention (elect on weighted values, divide by the agreeing weights): not PEFT's numbers.
+        using var expected = SafetensorsFile.Open(Dir("expected.safetensors"));
+        var config = MergeConfigYaml.Parse("""
+            merge_method: ties
+            base_model: base.safetensors
+            parameters: {density: 0.4}
+            models:
+              - {model: ft0.safetensors, parameters: {weight: 1.0}}
+              - {model: ft1.safetensors, parameters: {weight: 0.6}}
+              - {model: ft2.safetensors, parameters: {weight: 0.3}}
+            """) with { BaseDirectory = Dir() };
+        var outDir = Path.Combine(TestDirs.New(), "out");
+        ModelMerger.Run(config, outDir);
+        using var merged = Checkpoint.Open(outDir);
+        const string n = "model.layers.0.mlp.up_proj.weight";
+        var (b, tvs) = Load(n);
+        Assert.True(Numerics.MaxAbsDiff(expected.Load($"ties_0.4_total|{n}"), merged.Load(n)) > 1e-3);
+        // and it is what mergekit computes: trim, elect on weighted values, sum of agreeing / sum of their weights
+        var trimmed = stack(tvs.Select(t => MergeMath.MagnitudePrune(t, 0.4)).ToList());
+        var weighted = MergeMath.Weighted(trimmed, Weights);
+        var agree = MergeMath.SignAgreement(weighted, MergeMath.ElectSign(weighted, SignMethod.Total)).to(ScalarType.Float32);
+        var divisor = MergeMath.Weighted(agree, Weights).sum(dim: 0);
+        var mergekit = b + (weighted * agree).sum(dim: 0) / divisor.masked_fill(divisor.eq(0), 1);
+        Numerics.Close(mergekit, merged.Load(n), 1e-6);
+    }
+
     double MergeAndCompare(string fixture, string yaml)
     {
         var config = MergeConfigYaml.Parse(yaml) with { BaseDirectory = Dir() };
