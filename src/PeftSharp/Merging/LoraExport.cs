@@ -75,13 +75,16 @@ public static class LoraExport
         {
             for (int i = 0; i < modules.Count; i++)
             {
-                using var scope = NewDisposeScope();
                 var m = modules[i];
                 progress?.Invoke(i, m.Name);
-                var delta = deltaOf(m.Name + ".weight");            // stored layout: [in, out] for fan_in_fan_out
-                var (a, b) = Factor(fanInFanOut ? delta.t() : delta, config.R, scaling);
-                writer.Write(specs[2 * i].Name, a.to(dtype));
-                writer.Write(specs[2 * i + 1].Name, b.to(dtype));
+                using (var scope = NewDisposeScope())
+                {
+                    var delta = deltaOf(m.Name + ".weight");            // stored layout: [in, out] for fan_in_fan_out
+                    var (a, b) = Factor(fanInFanOut ? delta.t() : delta, config.R, scaling);
+                    writer.Write(specs[2 * i].Name, a.to(dtype));
+                    writer.Write(specs[2 * i + 1].Name, b.to(dtype));
+                }
+                Native.Malloc.Trim();
             }
             writer.Commit();
         }

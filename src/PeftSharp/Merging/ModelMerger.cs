@@ -1,4 +1,5 @@
 using PeftSharp.IO;
+using PeftSharp.Native;
 using static TorchSharp.torch;
 
 namespace PeftSharp.Merging;
@@ -81,12 +82,15 @@ public static class ModelMerger
         using var writer = new ShardedCheckpointWriter(stage, specs, options.MaxShardBytes);
         for (int i = 0; i < specs.Count; i++)
         {
-            using var scope = NewDisposeScope();
             var spec = specs[i];
             options.Progress?.Invoke(new MergeProgress(i, specs.Count, spec.Name, done, total));
-            var stored = reference.DType(spec.Name);
-            var merged = TensorMerger.IsFloat(stored) ? merger.Merged(spec.Name, TensorMerger.ComputeType(stored)) : reference.Load(spec.Name);
-            writer.Write(spec.Name, merged.to(spec.DType));
+            using (var scope = NewDisposeScope())
+            {
+                var stored = reference.DType(spec.Name);
+                var merged = TensorMerger.IsFloat(stored) ? merger.Merged(spec.Name, TensorMerger.ComputeType(stored)) : reference.Load(spec.Name);
+                writer.Write(spec.Name, merged.to(spec.DType));
+            }
+            Malloc.Trim();
             done += spec.ByteLength;
         }
         writer.Commit();

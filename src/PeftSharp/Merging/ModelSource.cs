@@ -76,7 +76,7 @@ internal sealed class ModelSource : IDisposable
         if (adapter is not null && ReferenceEquals(Under, origin))
             tv = adapter.Delta(name, originWeight)?.to(dtype) ?? zeros(originWeight.shape, dtype);
         else
-            tv = Load(name).to(dtype) - originWeight.to(dtype);
+            tv = Load(name).to(dtype).sub_(originWeight.to(dtype));      // the loaded tensor is ours to change
         return tv.MoveToOuterDisposeScope();
     }
 

@@ -33,32 +33,55 @@ public static class TaskVectorMerge
     {
         if (method.Kind != MergeKind.TaskVectors) throw new ArgumentException($"{method.Name} does not merge task vectors", nameof(method));
         if (inputs.Count == 0) throw new ArgumentException("no task vectors to merge", nameof(inputs));
-        using var scope = NewDisposeScope();
-        var stacked = stack(inputs.Select(i => Sparsify(method.Sparsify, i, options.Rescale)).ToList());
         var weights = inputs.Select(i => i.Weight).ToList();
-        var weighted = MergeMath.Weighted(stacked, weights);
-        Tensor mixed;
-        if (method.Consensus && options.Convention == TiesConvention.Peft)
-        {
-            mixed = MergeMath.DisjointMerge(weighted, MergeMath.SignAgreement(stacked, MergeMath.ElectSign(stacked, options.SignMethod)));
-        }
-        else if (method.Consensus)
-        {
-            var agree = MergeMath.SignAgreement(weighted, MergeMath.ElectSign(weighted, options.SignMethod)).to(stacked.dtype);
-            mixed = (weighted * agree).sum(dim: 0);
-            if (options.Normalize)
-            {
-                var divisor = MergeMath.Weighted(agree, weights).sum(dim: 0);
-                mixed = mixed / divisor.masked_fill(divisor.eq(0), 1);
-            }
-        }
-        else
-        {
-            mixed = weighted.sum(dim: 0);
-            double total = weights.Sum();
-            if (options.Normalize && Math.Abs(total) >= 1e-8) mixed = mixed / total;
-        }
+        using var scope = NewDisposeScope();
+        // Memory matters here (a few tensors per model, not more): temporaries are freed as soon as they are used.
+        var mixed = method.Consensus ? Consensus(method, inputs, weights, options) : WeightedSum(method, inputs, weights, options.Rescale);
+        double total = weights.Sum();
+        if (!method.Consensus && options.Normalize && Math.Abs(total) >= 1e-8) mixed.div_(total);
         return mixed.MoveToOuterDisposeScope();
+    }
+
+    // sum_i w_i * sparsify(tau_i), one task vector at a time.
+    static Tensor WeightedSum(MergeMethod method, IReadOnlyList<TaskVectorInput> inputs, IReadOnlyList<double> weights, bool rescale)
+    {
+        Tensor? sum = null;
+        for (int i = 0; i < inputs.Count; i++)
+        {
+            using var scope = NewDisposeScope();
+            var term = method.Sparsify == Sparsification.None
+                ? inputs[i].TaskVector * weights[i]
+                : Sparsify(method.Sparsify, inputs[i], rescale).mul_(weights[i]);
+            if (sum is null) sum = term.MoveToOuterDisposeScope();
+            else sum.add_(term);
+        }
+        return sum!;
+    }
+
+    static Tensor Consensus(MergeMethod method, IReadOnlyList<TaskVectorInput> inputs, IReadOnlyList<double> weights, TaskVectorOptions options)
+    {
+        var first = inputs[0].TaskVector;
+        var stacked = empty([inputs.Count, .. first.shape], first.dtype);          // [n, ...]
+        for (int i = 0; i < inputs.Count; i++)
+        {
+            using var scope = NewDisposeScope();
+            stacked[i].copy_(Sparsify(method.Sparsify, inputs[i], options.Rescale));
+        }
+        using var w = MergeMath.RowWeights(stacked, weights);
+        if (options.Convention == TiesConvention.Peft)
+        {
+            // PEFT elects on the unweighted vectors, then averages the agreeing weighted values by count.
+            using var agreeUnweighted = MergeMath.SignAgreement(stacked, MergeMath.ElectSign(stacked, options.SignMethod));
+            return MergeMath.DisjointMerge(stacked.mul_(w), agreeUnweighted);
+        }
+        stacked.mul_(w);                                                           // weighted, in place
+        using var agree = MergeMath.SignAgreement(stacked, MergeMath.ElectSign(stacked, options.SignMethod));
+        using var mask = agree.to(stacked.dtype);
+        var mixed = stacked.mul_(mask).sum(dim: 0);
+        if (!options.Normalize) return mixed;
+        // mergekit divides by the sum of the weights that agree (1 where none does).
+        using var divisor = mask.mul_(w).sum(dim: 0);
+        return mixed.div_(divisor.masked_fill_(divisor.eq(0), 1));
     }
 
     static Tensor Sparsify(Sparsification how, TaskVectorInput input, bool rescale)
@@ -66,7 +89,7 @@ public static class TaskVectorMerge
         var tv = input.TaskVector;
         return how switch
         {
-            Sparsification.None => tv.alias(),
+            Sparsification.None => tv.clone(),
             Sparsification.Random => MergeMath.RandomPrune(tv, input.Density, rescale, input.Generator),
             Sparsification.Magnitude => RescaledIf(rescale, tv, MergeMath.MagnitudePrune(tv, input.Density)),
             Sparsification.Breadcrumbs => RescaledIf(rescale, tv, MergeMath.BreadcrumbsPrune(tv, input.Density, input.Gamma)),

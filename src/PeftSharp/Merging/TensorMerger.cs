@@ -21,7 +21,7 @@ internal sealed class TensorMerger(MergeMethod method, MergeInputs inputs, Merge
         double d = depth.Of(name);
         var baseWeight = inputs.Base?.Load(name).to(compute);
         var merged = method.Kind == MergeKind.TaskVectors
-            ? baseWeight! + TaskVectorDelta(name, d, baseWeight!, compute)
+            ? TaskVectorDelta(name, d, baseWeight!, compute).add_(baseWeight!)
             : WithLines(d, baseWeight, WholeWeights(name, d, baseWeight, compute));
         return merged.MoveToOuterDisposeScope();
     }
@@ -42,6 +42,7 @@ internal sealed class TensorMerger(MergeMethod method, MergeInputs inputs, Merge
     {
         var models = inputs.NonBase.Where(m => m.Source.Contains(name)).ToList();
         if (models.Count == 0) return zeros_like(baseWeight);
+        using var scope = NewDisposeScope();     // frees the task vectors as soon as they are mixed
         var generators = new List<Generator>();
         try
         {
@@ -62,7 +63,8 @@ internal sealed class TensorMerger(MergeMethod method, MergeInputs inputs, Merge
                 parameters.SignMethod(name, d),
                 parameters.Convention(name, d));
             var mixed = TaskVectorMerge.Mix(method, tvs, options);
-            return lines is null ? mixed : mixed.mul_(MergeMath.LinesFactor(d, lines.Alpha, lines.Beta));
+            if (lines is not null) mixed.mul_(MergeMath.LinesFactor(d, lines.Alpha, lines.Beta));
+            return mixed.MoveToOuterDisposeScope();
         }
         finally
         {

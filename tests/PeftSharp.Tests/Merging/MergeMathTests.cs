@@ -23,6 +23,16 @@ public class MergeMathTests
     }
 
     [Fact]
+    public void Pruning_keeps_exactly_k_values_when_magnitudes_tie()
+    {
+        using var t = tensor(new float[] { 1, -1, 1, 1, 0.5f, -1, 2, 0 });
+        // int(0.5 * 8) = 4: the 2, then the first three of the five tied ones
+        Assert.Equal(new float[] { 1, -1, 1, 0, 0, 0, 2, 0 }, MergeMath.MagnitudePrune(t, 0.5).data<float>().ToArray());
+        // keep 4 after dropping the top 1 (the 2): four of the tied ones, again the first in memory order
+        Assert.Equal(new float[] { 1, -1, 1, 1, 0, 0, 0, 0 }, MergeMath.BreadcrumbsPrune(t, 0.5, 0.125).data<float>().ToArray());
+    }
+
+    [Fact]
     public void Breadcrumbs_drop_the_largest_and_the_smallest()
     {
         using var t = tensor(new float[] { 0.1f, -5f, 3f, -0.2f, 4f, 0.05f, 1f, -2f, 0.5f, 6f });
