@@ -142,9 +142,9 @@ public static partial class MergeMath
     }
 
     /// <summary>
-    /// A bool mask of the <paramref name="k"/> largest entries of a flat tensor. Selecting the threshold (kthvalue) is
-    /// several times faster than topk for large k; among entries tied at it, the first in memory order are kept, so
-    /// that masks for smaller k are subsets of those for larger k.
+    /// A bool mask of the <paramref name="k"/> largest entries of a flat tensor, as topk would choose them. Among
+    /// entries tied at the threshold the first in memory order are kept, so masks for smaller k are subsets of those
+    /// for larger k.
     /// </summary>
     static Tensor LargestMask(Tensor flat, long k)
     {
@@ -152,13 +152,38 @@ public static partial class MergeMath
         if (k <= 0) return zeros(n, ScalarType.Bool);
         if (k >= n) return ones(n, ScalarType.Bool);
         using var scope = NewDisposeScope();
-        var threshold = flat.kthvalue(n - k + 1, 0).Item1;
+        var threshold = KthLargest(flat, k);
         var mask = flat.ge(threshold);
-        if (mask.sum().item<long>() == k) return mask.MoveToOuterDisposeScope();   // no ties at the threshold: the usual case
+        if (mask.count_nonzero().item<long>() == k) return mask.MoveToOuterDisposeScope();   // no ties at the threshold: the usual case
         mask = flat.gt(threshold);
-        long missing = k - mask.sum().item<long>();
+        long missing = k - mask.count_nonzero().item<long>();
         mask.index_fill_(0, flat.eq(threshold).nonzero().view(-1).narrow(0, 0, missing), true);
         return mask.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The k-th largest value of a flat tensor, exactly. Selection among all n values (kthvalue) dominates the cost of
+    /// TIES on large tensors, so a strided sample first brackets the answer in [lo, hi]; then
+    /// <c>above = #(x &gt; hi)</c>, and when <c>above &lt; k &lt;= above + #(lo &lt;= x &lt;= hi)</c> the answer is the
+    /// (k - above)-th largest of that small band. Otherwise (a bad bracket) it falls back to selecting among all.
+    /// </summary>
+    static Tensor KthLargest(Tensor flat, long k)
+    {
+        const long SampleSize = 32_768;
+        long n = flat.numel();
+        if (n > 4 * SampleSize && flat.dtype is ScalarType.Float32 or ScalarType.Float64)
+        {
+            var sorted = flat.slice(0, 0, n, n / SampleSize).sort().Values;           // ascending sample
+            long m = sorted.numel(), at = (long)((double)(n - k) / n * m), margin = m / 100;
+            var lo = sorted[Math.Clamp(at - margin, 0, m - 1)];
+            var hi = sorted[Math.Clamp(at + margin, 0, m - 1)];
+            long above = flat.gt(hi).count_nonzero().item<long>();
+            // index_select(nonzero) rather than masked_select, which is ~20x slower on CPU
+            var band = flat.index_select(0, flat.ge(lo).logical_and_(flat.le(hi)).nonzero().view(-1));
+            long need = k - above;
+            if (need >= 1 && need <= band.numel()) return band.kthvalue(band.numel() - need + 1, 0).Item1;
+        }
+        return flat.kthvalue(n - k + 1, 0).Item1;
     }
 
     // int(density * numel), as Python computes it.

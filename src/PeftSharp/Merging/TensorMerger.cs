@@ -79,12 +79,18 @@ internal sealed class TensorMerger(MergeMethod method, MergeInputs inputs, Merge
             case MergeKind.Linear:
                 var models = inputs.Models.Where(m => m.Source.Contains(name)).ToList();
                 var weights = models.Select(m => parameters.Number("weight", m.Entry, name, d)).ToList();
-                var sum = MergeMath.Weighted(stack(models.Select(m => m.Source.Load(name).to(compute)).ToList()), weights).sum(dim: 0);
-                if (!parameters.Flag("normalize", name, d, method.DefaultNormalize)) return sum;
+                Tensor? sum = null;
+                for (int i = 0; i < models.Count; i++)   // one model's tensor at a time
+                {
+                    var term = models[i].Source.Load(name).to(compute).mul_(weights[i]);
+                    if (sum is null) sum = term;
+                    else { sum.add_(term); term.Dispose(); }
+                }
+                if (!parameters.Flag("normalize", name, d, method.DefaultNormalize)) return sum!;
                 double total = weights.Sum();
                 if (Math.Abs(total) < 1e-8)
                     throw new MergeException($"tensor '{name}': the weights sum to {total}, so linear cannot normalise by them; set normalize: false");
-                return sum.div_(total);
+                return sum!.div_(total);
             case MergeKind.Slerp:
                 var other = inputs.NonBase.Single();
                 if (!other.Source.Contains(name)) return baseWeight!.alias();

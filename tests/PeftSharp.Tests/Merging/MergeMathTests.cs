@@ -32,6 +32,35 @@ public class MergeMathTests
         Assert.Equal(new float[] { 1, -1, 1, 1, 0, 0, 0, 0 }, MergeMath.BreadcrumbsPrune(t, 0.5, 0.125).data<float>().ToArray());
     }
 
+    [Theory]
+    [InlineData(0.5, "normal")]
+    [InlineData(0.01, "normal")]
+    [InlineData(0.999, "normal")]
+    [InlineData(0.3, "quantised")]
+    [InlineData(0.3, "strided")]
+    public void Pruning_large_tensors_keeps_what_topk_keeps(double density, string kind)
+    {
+        // Large enough for the sampled threshold search. Quantised values tie a lot; "strided" puts the largest values
+        // exactly where the strided sample looks, so its bracket is wrong and the full selection must take over.
+        using var g = new Generator(11, device: null);
+        using var normal = randn(new long[] { 700, 500 }, generator: g);
+        using var t = kind switch
+        {
+            "quantised" => (normal * 8).round() / 8,
+            "strided" => normal.reshape(-1).index_fill(0, arange(0, normal.numel(), normal.numel() / 32_768), 100).view(700, 500),
+            _ => normal.clone(),
+        };
+        int k = (int)(density * t.numel());
+        using var pruned = MergeMath.MagnitudePrune(t, density);
+        Assert.Equal(k, pruned.ne(0).count_nonzero().item<long>());
+        var (values, _) = t.abs().reshape(-1).topk(k);
+        float threshold = values[k - 1].item<float>();
+        // every kept magnitude is at least the k-th largest, every dropped one at most
+        Assert.True(t.abs().masked_select(pruned.ne(0)).min().item<float>() >= threshold);
+        Assert.True(t.abs().masked_select(pruned.eq(0)).max().item<float>() <= threshold);
+        if (kind == "normal") Assert.True(Numerics.Same(pruned, t * t.abs().ge(threshold)));
+    }
+
     [Fact]
     public void Breadcrumbs_drop_the_largest_and_the_smallest()
     {
