@@ -8,4 +8,6 @@ root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(LogitsCommand.Create());
 root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(InspectCommand.Create());
+root.Subcommands.Add(MergeCommand.Create());
+root.Subcommands.Add(MergeModelsCommand.Create());
 return CliErrors.Run(() => root.Parse(args).Invoke());

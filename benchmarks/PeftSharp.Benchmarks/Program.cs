@@ -1,0 +1,16 @@
+using PeftSharp.Benchmarks;
+
+// TorchSharp's native library must be loadable before any benchmark touches a tensor.
+PeftSharp.Native.TorchNative.EnsureLoadable();
+
+var benchmarks = new Dictionary<string, Func<string[], int>>
+{
+    ["merge"] = MergeBenchmark.Run,
+    [MergeBenchmark.ChildVerb] = MergeBenchmark.RunOne,
+};
+if (args.Length == 0 || !benchmarks.TryGetValue(args[0], out var run))
+{
+    Console.Error.WriteLine($"usage: dotnet run -c Release --project benchmarks/PeftSharp.Benchmarks -- <{string.Join("|", benchmarks.Keys.Where(k => !k.StartsWith('_')))}> [options]");
+    return 2;
+}
+return run(args[1..]);

@@ -1,0 +1,52 @@
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+
+namespace PeftSharp.Merging;
+
+/// <summary>
+/// Relative depth of a tensor in [0, 1], the <c>t</c> at which mergekit evaluates gradients: layer i of L is at
+/// <c>i / (L - 1)</c> (1 when L = 1); weights before the layers (embeddings) are at 0, those after them (final norm,
+/// lm_head) at 1. LiNeS uses the same depth.
+/// </summary>
+public sealed partial class LayerDepth
+{
+    readonly int layers;
+
+    public LayerDepth(int layers) => this.layers = Math.Max(1, layers);
+
+    public int Layers => layers;
+
+    /// <summary>Layer count from config.json (num_hidden_layers, n_layer, num_layers), else from the tensor names.</summary>
+    public static LayerDepth For(IEnumerable<string> tensorNames, string? configJsonPath)
+    {
+        if (configJsonPath is not null && File.Exists(configJsonPath))
+        {
+            var root = JsonNode.Parse(File.ReadAllText(configJsonPath)) as JsonObject;
+            var config = root?["text_config"] as JsonObject ?? root;
+            foreach (var key in new[] { "num_hidden_layers", "n_layer", "num_layers" })
+                if (config?[key] is JsonValue v && v.TryGetValue<int>(out var n) && n > 0) return new LayerDepth(n);
+        }
+        int max = tensorNames.Select(LayerIndex).Max(i => i ?? -1);
+        return new LayerDepth(max + 1);
+    }
+
+    /// <summary>The block index in names such as <c>model.layers.3.mlp</c>, <c>transformer.h.3.attn</c>, <c>encoder.layer.3</c>.</summary>
+    public static int? LayerIndex(string tensorName)
+    {
+        var m = LayerPattern().Match(tensorName);
+        return m.Success ? int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) : null;
+    }
+
+    public double Of(string tensorName)
+    {
+        var i = LayerIndex(tensorName);
+        if (i is int index) return layers > 1 ? Math.Clamp(index / (double)(layers - 1), 0, 1) : 1;
+        return EmbeddingPattern().IsMatch(tensorName) ? 0 : 1;
+    }
+
+    [GeneratedRegex(@"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)\.")]
+    private static partial Regex LayerPattern();
+
+    [GeneratedRegex(@"embed|(?:^|\.)(?:wte|wpe)\.")]
+    private static partial Regex EmbeddingPattern();
+}
