@@ -5,7 +5,13 @@ PeftSharp.Native.TorchNative.EnsureLoadable();
 
 var benchmarks = new Dictionary<string, Func<string[], int>>
 {
+    ["io"] = CoreBenchmarks.Io,
+    ["forward"] = CoreBenchmarks.Forward,
+    ["lora"] = CoreBenchmarks.Lora,
+    ["train"] = TrainBenchmarks.Train,
+    ["methods"] = TrainBenchmarks.Methods,
     ["merge"] = MergeBenchmark.Run,
+    [TrainBenchmarks.ChildVerb] = TrainBenchmarks.RunOne,
     [MergeBenchmark.ChildVerb] = MergeBenchmark.RunOne,
 };
 if (args.Length == 0 || !benchmarks.TryGetValue(args[0], out var run))

@@ -1,0 +1,84 @@
+using System.Diagnostics;
+using System.Text.RegularExpressions;
+using PeftSharp.Training;
+
+namespace PeftSharp.Benchmarks;
+
+/// <summary>Training throughput and memory on tinycode-3m, and the per-method comparison table.</summary>
+internal static class TrainBenchmarks
+{
+    public const string ChildVerb = "_method";
+
+    /// <summary><c>train [--steps 10]</c>: LoRA training tokens/s and peak RSS, float32 and bfloat16 base, each in its own process.</summary>
+    public static int Train(string[] args)
+    {
+        int steps = Steps(args, 10);
+        Console.WriteLine("| base dtype | tokens/s | peak RSS MiB |");
+        Console.WriteLine("|---|---|---|");
+        foreach (var bf16 in new[] { false, true })
+        {
+            var r = Child("lora", steps, bf16);
+            Console.WriteLine($"| {(bf16 ? "bfloat16" : "float32")} | {r.TokensPerSecond:N0} | {r.PeakMiB:N0} |");
+        }
+        return 0;
+    }
+
+    /// <summary><c>methods [--steps 20]</c>: every method, same steps and data, each in its own process for a clean peak RSS.</summary>
+    public static int Methods(string[] args)
+    {
+        int steps = Steps(args, 20);
+        Console.WriteLine($"tinycode-3m, bundled first-run data, {steps} steps, batch 8 x 128 tokens, lr 1e-3, CPU {Environment.ProcessorCount} cores");
+        Console.WriteLine("| method | trainable params | tokens/s | peak RSS MiB | held-out loss before | after |");
+        Console.WriteLine("|---|---|---|---|---|---|");
+        foreach (var m in PeftSharp.Training.Methods.Names.Where(m => m != "bitfit"))
+        {
+            var r = Child(m, steps, bf16: false);
+            Console.WriteLine(r.Error is null
+                ? $"| {m} | {r.Trainable} | {r.TokensPerSecond:N0} | {r.PeakMiB:N0} | {r.Before:F4} | {r.After:F4} |"
+                : $"| {m} | failed: {r.Error} | | | | |");
+        }
+        return 0;
+    }
+
+    /// <summary>The child: one training run, one result line.</summary>
+    public static int RunOne(string[] args)
+    {
+        var method = args[0];
+        int steps = int.Parse(args[1]);
+        bool bf16 = args.Length > 2 && args[2] == "bf16";
+        var options = new TrainingOptions
+        {
+            Method = method, MaxSteps = steps, MaxLength = 128, PerDeviceTrainBatchSize = 8, LearningRate = 1e-3, WarmupRatio = 0,
+            LrSchedulerType = "constant", OutputDir = null, SampleMaxNewTokens = 0, Bf16 = bf16, SamplePrompt = "",
+        };
+        var data = Path.Combine(Path.GetDirectoryName(Measure.ModelDir("tinycode-3m"))!, "..", "data", "first-run");
+        var report = FineTune.Run(options, Measure.ModelDir("tinycode-3m"), data, new TrainerHooks { HandleCtrlC = false });
+        var tps = report.Result.Steps.Skip(1).Select(s => s.TokensPerSecond).DefaultIfEmpty(0).Average();
+        var trainable = Regex.Match(report.TrainableSummary, @"trainable params: ([\d,]+)").Groups[1].Value;
+        Console.WriteLine($"RESULT\t{trainable}\t{tps}\t{Measure.PeakRssMiB()}\t{report.Before?.Loss}\t{report.After?.Loss}");
+        return 0;
+    }
+
+    sealed record Result(string Trainable, double TokensPerSecond, double PeakMiB, double Before, double After, string? Error);
+
+    static Result Child(string method, int steps, bool bf16)
+    {
+        var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true };
+        if (Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet") psi.ArgumentList.Add(typeof(TrainBenchmarks).Assembly.Location);
+        foreach (var a in new[] { ChildVerb, method, steps.ToString(), bf16 ? "bf16" : "f32" }) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var stderr = p.StandardError.ReadToEndAsync();
+        var lines = p.StandardOutput.ReadToEnd().Split('\n');
+        p.WaitForExit();
+        var line = lines.FirstOrDefault(l => l.StartsWith("RESULT\t", StringComparison.Ordinal));
+        if (line is null)
+        {
+            var err = stderr.Result.Split('\n').FirstOrDefault(l => l.Contains("Exception") || l.StartsWith("error")) ?? $"exit {p.ExitCode}";
+            return new Result("", 0, 0, 0, 0, err.Trim());
+        }
+        var f = line.Split('\t');
+        return new Result(f[1], double.Parse(f[2]), double.Parse(f[3]), double.Parse(f[4]), double.Parse(f[5]), null);
+    }
+
+    static int Steps(string[] args, int fallback) => args.Length > 1 && args[0] == "--steps" ? int.Parse(args[1]) : fallback;
+}
