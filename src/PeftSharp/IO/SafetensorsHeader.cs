@@ -6,9 +6,13 @@ namespace PeftSharp.IO;
 /// <summary>Parses and validates a safetensors JSON header against the size of the data section.</summary>
 internal static class SafetensorsHeader
 {
+    static readonly System.Text.UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
     public static (Dictionary<string, TensorInfo> Tensors, Dictionary<string, string> Metadata) Parse(
         string path, byte[] header, long dataLength)
     {
+        try { StrictUtf8.GetCharCount(header); }
+        catch (System.Text.DecoderFallbackException) { throw new SafetensorsException(path, "header is not valid UTF-8"); }
         JsonDocument doc;
         try
         {
