@@ -137,6 +137,8 @@ public static class Trainer
                 var lr = schedule.At(state.GlobalStep);
                 optimizer.Step(lr);
                 model.AfterOptimizerStep?.Invoke(state.GlobalStep + 1);
+                // Parameters the hook froze (LISA's, HFT's) give their optimizer state back.
+                optimizer.DropState(parameters.Where(p => !p.P.requires_grad).Select(p => p.Name));
                 optimizer.ZeroGrad();
                 state = state with { GlobalStep = step, MicroBatchInEpoch = state.MicroBatchInEpoch + micro };
 
