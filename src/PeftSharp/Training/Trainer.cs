@@ -19,6 +19,11 @@ public sealed record TrainableModel(IReadOnlyList<(string Name, Parameter P)> Pa
     /// reshape training as it goes act (AdaLoRA's rank allocation, LISA's and HFT's re-sampling of trained layers).
     /// </summary>
     public Action<int>? AfterOptimizerStep { get; init; }
+    /// <summary>
+    /// Called once a checkpoint is restored, with the steps it had done: where methods whose trainable set follows the
+    /// step (LISA's and HFT's draws) take up the set of that step.
+    /// </summary>
+    public Action<int>? Resumed { get; init; }
 }
 
 /// <summary>Optional plumbing for a run: where progress goes, cancellation, Ctrl+C handling, a per-step hook.</summary>
@@ -76,6 +81,7 @@ public static class Trainer
             var saved = TrainerCheckpoint.Restore(checkpoint, parameters, optimizer);
             CheckSameRun(saved, state, checkpoint);
             state = saved;
+            model.Resumed?.Invoke(state.GlobalStep);
         }
         string? lastCheckpoint = outDir is null ? null : TrainerCheckpoint.Latest(outDir);
         using var metrics = outDir is null ? null : new MetricsLog(Path.Combine(outDir, MetricsFile), state.GlobalStep);

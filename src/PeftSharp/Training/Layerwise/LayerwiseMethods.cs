@@ -41,6 +41,7 @@ public static class LayerwiseMethods
         {
             SetTrainingMode = training => model.train(training),
             AfterOptimizerStep = apply,
+            Resumed = apply,
         };
         return (trainable, describe());
     }
