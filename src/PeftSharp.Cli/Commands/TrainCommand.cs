@@ -68,7 +68,13 @@ internal static class TrainCommand
             AnsiConsole.MarkupLine($"[bold]after[/]  {Markup.Escape(r.SampleAfter ?? "(not trained to the end)")}");
         }
         AnsiConsole.MarkupLine(Markup.Escape(r.Result.Message));
-        if (r.Result.AdapterDir is { } dir)
+        if (r.Result.AdapterDir is { } full && PeftSharp.Training.Layerwise.LayerwiseMethods.Handles(o.Method))
+        {
+            AnsiConsole.MarkupLine($"model (transformers format, all weights): [bold]{Markup.Escape(full)}[/]");
+            if (r.Result.LossCurveFile is { } png) AnsiConsole.MarkupLine($"loss curve: {Markup.Escape(png)}");
+            AnsiConsole.MarkupLine($"use it: [bold]peftsharp generate --model {Markup.Escape(full)} --prompt \"function add(a, b) {{\"[/]");
+        }
+        else if (r.Result.AdapterDir is { } dir)
         {
             AnsiConsole.MarkupLine($"adapter (PEFT format): [bold]{Markup.Escape(dir)}[/]");
             if (r.Result.LossCurveFile is { } png) AnsiConsole.MarkupLine($"loss curve: {Markup.Escape(png)}");

@@ -175,7 +175,7 @@ public static class Trainer
                     model.SaveAdapter(outDir);
                     adapterDir = outDir;
                 }
-                message = $"trained {totalSteps} steps" + (adapterDir is null ? "." : $"; adapter written to {adapterDir}");
+                message = $"trained {totalSteps} steps" + (adapterDir is null ? "." : $"; saved to {adapterDir}");
             }
             else
             {
