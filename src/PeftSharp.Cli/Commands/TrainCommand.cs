@@ -76,7 +76,13 @@ internal static class TrainCommand
             AnsiConsole.MarkupLine($"[bold]after[/]  {Markup.Escape(r.SampleAfter ?? "(not trained to the end)")}");
         }
         AnsiConsole.MarkupLine(Markup.Escape(r.Result.Message));
-        if (r.Result.AdapterDir is { } dir)
+        if (r.Result.AdapterDir is { } full && PeftSharp.Training.Layerwise.LayerwiseMethods.Handles(o.Method))
+        {
+            AnsiConsole.MarkupLine($"model (transformers format, all weights): [bold]{Markup.Escape(full)}[/]");
+            if (r.Result.LossCurveFile is { } png) AnsiConsole.MarkupLine($"loss curve: {Markup.Escape(png)}");
+            AnsiConsole.MarkupLine($"use it: [bold]peftsharp generate --model {Markup.Escape(full)} --prompt \"function add(a, b) {{\"[/]");
+        }
+        else if (r.Result.AdapterDir is { } dir)
         {
             AnsiConsole.MarkupLine($"adapter (PEFT format): [bold]{Markup.Escape(dir)}[/]");
             if (r.Result.LossCurveFile is { } png) AnsiConsole.MarkupLine($"loss curve: {Markup.Escape(png)}");
@@ -92,7 +98,7 @@ internal static class TrainCommand
         "train_file" => "training data: .jsonl/.json/.csv/.parquet, or a folder of text files (default: bundled JavaScript)",
         "eval_file" => "held-out data (default: eval_ratio of the training data)",
         "init_adapter" => "start from this PEFT adapter instead of a new one",
-        "method" => "tuning method (lora)",
+        "method" => "tuning method: lora (default), another adapter method, or lisa/hft (layer-wise full fine-tuning; writes the whole model)",
         "resume_from_checkpoint" => "'latest' (or a bare --resume) or a checkpoint folder to continue from",
         _ => key.Replace('_', ' '),
     };

@@ -14,7 +14,8 @@ namespace PeftSharp.Training;
 /// p -= lr / (1 - beta1^step) * m / denom
 /// </code>
 /// State is kept per parameter in the parameter's dtype (float32 for adapters) and saved to safetensors, so a
-/// resumed run continues bit for bit. Parameters without a gradient are skipped, as PyTorch does.
+/// resumed run continues bit for bit. State is created at a parameter's first gradient; parameters without a gradient are
+/// skipped, as PyTorch does, and <see cref="DropState"/> frees the state of parameters that stop training.
 /// </summary>
 public sealed class AdamW : IDisposable
 {
@@ -46,6 +47,24 @@ public sealed class AdamW : IDisposable
 
     /// <summary>Optimizer steps taken by the first parameter that has state (0 before the first step).</summary>
     public long StepCount => state.Values.Select(s => s.Step).DefaultIfEmpty(0).Max();
+
+    /// <summary>Parameters that have optimizer state (those that have had a gradient since their state was last dropped).</summary>
+    public int StateCount => state.Count;
+
+    /// <summary>Bytes of optimizer state held (moment tensors; the step counters are not counted).</summary>
+    public long StateBytes => state.Values.Sum(s => Bytes(s.ExpAvg) + Bytes(s.ExpAvgSq) + (s.MaxExpAvgSq is { } m ? Bytes(m) : 0));
+
+    static long Bytes(Tensor t) => t.numel() * t.ElementSize;
+
+    /// <summary>
+    /// Frees the state of <paramref name="names"/> (parameters that stopped training, as LISA's frozen layers): should
+    /// they train again, they start from fresh moments, as a new optimizer would give them.
+    /// </summary>
+    public void DropState(IEnumerable<string> names)
+    {
+        foreach (var name in names)
+            if (state.Remove(name, out var s)) DisposeState(s);
+    }
 
     /// <summary>Sets every gradient to none, as <c>zero_grad(set_to_none=True)</c>.</summary>
     public void ZeroGrad()

@@ -41,22 +41,34 @@ public static class FineTune
         var dataset = TrainingDataset.Load(o.DataOptions(dataPath), TokenizerFunctionsFor(tokenizer, o.Task));
         log($"data {dataPath}: {dataset.Report.TrainRows} training rows, {dataset.Report.EvalRows} held-out rows, {dataset.Report.TrainTokens:N0} training tokens");
 
-        // 3. The adapter, initialised from the run's seed so that a run is reproducible.
+        // 3. The adapter, initialised from the run's seed so that a run is reproducible; or, for the layer-wise
+        //    full-parameter methods (LISA, HFT), the base model itself, a changing set of its layers trainable.
         TorchSharp.torch.manual_seed(o.Seed);
-        var peft = AdapterFactory(model, o with { MaxSteps = TotalSteps(o, dataset) });
-        log(peft.TrainableParametersSummary());
-        var trainable = Methods.Trainable(peft, o.Task);
+        ILanguageModel tuned;
+        TrainableModel trainable;
+        Func<string> summary;
+        if (Layerwise.LayerwiseMethods.Handles(o.Method))
+        {
+            var (layerwise, description) = Layerwise.LayerwiseMethods.Trainable(model, o, modelDir);
+            (tuned, trainable, summary) = (model, layerwise, () => description);
+        }
+        else
+        {
+            var peft = AdapterFactory(model, o with { MaxSteps = TotalSteps(o, dataset) });
+            (tuned, trainable, summary) = (peft, Methods.Trainable(peft, o.Task), peft.TrainableParametersSummary);
+        }
+        log(summary());
 
         // 4. Before: a sample generation (held-out loss comes from the trainer's step-0 evaluation).
         var prompt = o.Task == "causal_lm" ? o.SamplePrompt ?? DefaultPrompt(o.EvalFile ?? dataPath) : null;
-        var sampleBefore = prompt is null ? null : Sample(peft, tokenizer, prompt, o.SampleMaxNewTokens);
+        var sampleBefore = prompt is null ? null : Sample(tuned, tokenizer, prompt, o.SampleMaxNewTokens);
 
         // 5. Train.
         var result = Trainer.Run(trainable, dataset.Train, dataset.Eval, o, hooks);
 
         // 6. After.
-        var sampleAfter = prompt is null || result.Reason != StopReason.Completed ? null : Sample(peft, tokenizer, prompt, o.SampleMaxNewTokens);
-        return new FineTuneReport(modelDir, dataPath, dataset.Report, peft.TrainableParametersSummary(),
+        var sampleAfter = prompt is null || result.Reason != StopReason.Completed ? null : Sample(tuned, tokenizer, prompt, o.SampleMaxNewTokens);
+        return new FineTuneReport(modelDir, dataPath, dataset.Report, summary(),
             result.Evals.FirstOrDefault(e => e.Step == 0), result.Evals.LastOrDefault(e => e.Step > 0),
             prompt, sampleBefore, sampleAfter, result);
     }

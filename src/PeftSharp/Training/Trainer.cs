@@ -19,6 +19,11 @@ public sealed record TrainableModel(IReadOnlyList<(string Name, Parameter P)> Pa
     /// reshape training as it goes act (AdaLoRA's rank allocation, LISA's and HFT's re-sampling of trained layers).
     /// </summary>
     public Action<int>? AfterOptimizerStep { get; init; }
+    /// <summary>
+    /// Called once a checkpoint is restored, with the steps it had done: where methods whose trainable set follows the
+    /// step (LISA's and HFT's draws) take up the set of that step.
+    /// </summary>
+    public Action<int>? Resumed { get; init; }
 }
 
 /// <summary>Optional plumbing for a run: where progress goes, cancellation, Ctrl+C handling, a per-step hook.</summary>
@@ -76,6 +81,7 @@ public static class Trainer
             var saved = TrainerCheckpoint.Restore(checkpoint, parameters, optimizer);
             CheckSameRun(saved, state, checkpoint);
             state = saved;
+            model.Resumed?.Invoke(state.GlobalStep);
         }
         string? lastCheckpoint = outDir is null ? null : TrainerCheckpoint.Latest(outDir);
         using var metrics = outDir is null ? null : new MetricsLog(Path.Combine(outDir, MetricsFile), state.GlobalStep);
@@ -137,6 +143,8 @@ public static class Trainer
                 var lr = schedule.At(state.GlobalStep);
                 optimizer.Step(lr);
                 model.AfterOptimizerStep?.Invoke(state.GlobalStep + 1);
+                // Parameters the hook froze (LISA's, HFT's) give their optimizer state back.
+                optimizer.DropState(parameters.Where(p => !p.P.requires_grad).Select(p => p.Name));
                 optimizer.ZeroGrad();
                 state = state with { GlobalStep = step, MicroBatchInEpoch = state.MicroBatchInEpoch + micro };
 
@@ -167,7 +175,7 @@ public static class Trainer
                     model.SaveAdapter(outDir);
                     adapterDir = outDir;
                 }
-                message = $"trained {totalSteps} steps" + (adapterDir is null ? "." : $"; adapter written to {adapterDir}");
+                message = $"trained {totalSteps} steps" + (adapterDir is null ? "." : $"; saved to {adapterDir}");
             }
             else
             {

@@ -25,6 +25,10 @@ public sealed record TrainingOptions
     public double LoraDropout { get; init; } = 0.05;
     /// <summary>Module names to adapt, or "all-linear" (every linear layer but the output head).</summary>
     public string[] LoraTargetModules { get; init; } = ["all-linear"];
+    /// <summary>LISA: how many decoder layers train at a time (besides embeddings and head).</summary>
+    public int LisaActiveLayers { get; init; } = 2;
+    /// <summary>LISA and HFT: re-sample the trained layers (HFT: the frozen half) every this many steps.</summary>
+    public int LisaInterval { get; init; } = 5;
     /// <summary>Keep base weights in bfloat16 (adapter weights stay float32).</summary>
     public bool Bf16 { get; init; }
     /// <summary>Recompute activations in the backward pass to save memory.</summary>
@@ -124,6 +128,8 @@ public sealed record TrainingOptions
         Check(Task is "causal_lm" or "seq_cls", "task", "must be causal_lm or seq_cls");
         Check(!(Packing && Task == "seq_cls"), "packing", "applies to causal_lm only");
         Check(LoraR >= 1, "lora_r", "must be at least 1");
+        Check(LisaActiveLayers >= 1, "lisa_active_layers", "must be at least 1");
+        Check(LisaInterval >= 1, "lisa_interval", "must be at least 1");
         return this;
 
         static void Check(bool ok, string name, string rule)
