@@ -36,7 +36,7 @@ internal static class TrainCommand
         cmd.SetAction(CliErrors.Guard(r =>
         {
             // With no arguments at all: the first-run preset, sized to finish in about two minutes on two CPU cores.
-            bool firstRun = r.Tokens.Count == 0;
+            bool firstRun = r.Tokens.All(t => t.Type == System.CommandLine.Parsing.TokenType.Command);
             var options = r.GetValue(config) is { } file ? TrainingOptionsFile.Load(file) : firstRun ? FirstRun : new TrainingOptions();
             foreach (var (key, opt) in flags)
                 if (r.GetResult(opt) is not null) options = options.With(key, r.GetValue(opt));

@@ -38,9 +38,9 @@ public abstract class PretrainedModel : nn.Module, ILanguageModel
 
     internal IEnumerable<Parameter> DistinctParameters()
     {
-        var seen = new HashSet<IntPtr>();
-        foreach (var p in parameters())
-            if (seen.Add(p.Handle)) yield return p;
+        var tied = TiedWeights;
+        foreach (var (name, p) in named_parameters())
+            if (!tied.Any(t => name == t || name.StartsWith(t[..t.LastIndexOf('.')] + ".base_layer.", StringComparison.Ordinal))) yield return p;
     }
 
     internal void SetDType(ScalarType dtype) => DType = dtype;
