@@ -18,7 +18,7 @@ public sealed class BottleneckLayer : Module<Tensor, Tensor>, ITunerLayer
     readonly Dictionary<string, Settings> settings = new();
 
     Module<Tensor, Tensor> base_layer;
-    ModuleDict<Linear> adapter_down = new(), adapter_up = new();
+    AdapterDict<Linear> adapter_down = new(), adapter_up = new();
 
     /// <param name="inFeatures">size of the wrapped module's input's last dimension; <paramref name="outFeatures"/>, of its output.</param>
     public BottleneckLayer(Module<Tensor, Tensor> baseLayer, long inFeatures, long outFeatures) : base("BottleneckLayer")
@@ -45,8 +45,8 @@ public sealed class BottleneckLayer : Module<Tensor, Tensor>, ITunerLayer
         var up = nn.Linear(width, outFeatures, hasBias: true, device: device, dtype: f32);
         using (no_grad())
             foreach (var p in up.parameters()) p.zero_();   // starts as the identity: y = f(x)
-        AdapterModules.Add(adapter_down, name, nn.Linear(parallel ? inFeatures : outFeatures, width, hasBias: true, device: device, dtype: f32));
-        AdapterModules.Add(adapter_up, name, up);
+        adapter_down.Add(name, nn.Linear(parallel ? inFeatures : outFeatures, width, hasBias: true, device: device, dtype: f32));
+        adapter_up.Add(name, up);
         settings[name] = new Settings(parallel, c.Scaling, c.NonLinearity, c.AdapterDropout);
     }
 
@@ -86,8 +86,8 @@ public sealed class BottleneckLayer : Module<Tensor, Tensor>, ITunerLayer
 
     public void DeleteAdapter(string adapter)
     {
-        AdapterModules.Remove(adapter_down, adapter);
-        AdapterModules.Remove(adapter_up, adapter);
+        adapter_down.Remove(adapter);
+        adapter_up.Remove(adapter);
         settings.Remove(adapter);
         ActiveAdapters = ActiveAdapters.Where(a => a != adapter).ToList();
     }

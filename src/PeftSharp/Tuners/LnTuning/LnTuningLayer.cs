@@ -18,7 +18,7 @@ public sealed class LnTuningLayer : Module<Tensor, Tensor>, ITunerLayer
     readonly List<(Parameter Target, Tensor Original)> originals = new();
 
     Module<Tensor, Tensor> base_layer;
-    ModuleDict<Module<Tensor, Tensor>> ln_tuning_layers = new();
+    AdapterDict<Module<Tensor, Tensor>> ln_tuning_layers = new();
 
     public LnTuningLayer(Module<Tensor, Tensor> baseLayer) : base("LnTuningLayer")
     {
@@ -38,7 +38,7 @@ public sealed class LnTuningLayer : Module<Tensor, Tensor>, ITunerLayer
     public void AddAdapter(string name)
     {
         if (ln_tuning_layers.ContainsKey(name)) throw new ArgumentException($"adapter '{name}' already exists on this layer");
-        AdapterModules.Add(ln_tuning_layers, name, CopyOf(base_layer));
+        ln_tuning_layers.Add(name, CopyOf(base_layer));
     }
 
     public override Tensor forward(Tensor x)
@@ -86,7 +86,7 @@ public sealed class LnTuningLayer : Module<Tensor, Tensor>, ITunerLayer
     public void DeleteAdapter(string adapter)
     {
         if (merged.Contains(adapter)) throw new InvalidOperationException($"adapter '{adapter}' is merged; unmerge it before deleting");
-        AdapterModules.Remove(ln_tuning_layers, adapter);
+        ln_tuning_layers.Remove(adapter);
         ActiveAdapters = ActiveAdapters.Where(a => a != adapter).ToList();
     }
 
