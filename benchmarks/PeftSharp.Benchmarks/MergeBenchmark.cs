@@ -8,7 +8,8 @@ namespace PeftSharp.Benchmarks;
 /// <summary>
 /// Merge throughput and peak memory: three generated float32 checkpoints of ~1 GB (a base and two fine-tunes), merged
 /// by each method in a fresh child process so that each peak RSS is its own. Throughput is input bytes read per second
-/// of the whole merge (reading, merging, writing the sharded output).
+/// of the whole merge (reading, merging, writing the sharded output); CPU seconds (user + system, all threads) are given
+/// too, since wall time on a shared machine says as much about the neighbours as about the merge.
 /// Usage: merge [--gb 1.0] [--dir DIR] [--methods ties,slerp,...] [--keep]
 /// </summary>
 internal static class MergeBenchmark
@@ -42,16 +43,16 @@ internal static class MergeBenchmark
         Console.WriteLine($"inputs: 3 checkpoints x {modelBytes / 1e9:F2} GB ({tensors} tensors of [{Rows},{Cols}] float32), generated in {sw.Elapsed.TotalSeconds:F0} s");
         Console.WriteLine($"machine: {Environment.ProcessorCount} cores, torch threads {get_num_threads()}");
         Console.WriteLine();
-        Console.WriteLine($"| {"method",-17} | {"inputs",7} | {"seconds",7} | {"GB/s",6} | {"peak RSS",9} |");
-        Console.WriteLine($"|{new string('-', 19)}|{new string('-', 9)}|{new string('-', 9)}|{new string('-', 8)}|{new string('-', 11)}|");
+        Console.WriteLine($"| {"method",-17} | {"inputs",7} | {"seconds",7} | {"GB/s",6} | {"CPU s",6} | {"peak RSS",9} |");
+        Console.WriteLine($"|{new string('-', 19)}|{new string('-', 9)}|{new string('-', 9)}|{new string('-', 8)}|{new string('-', 8)}|{new string('-', 11)}|");
         foreach (var (method, parameters, models) in Cases.Where(c => only is null || only.Contains(c.Method)))
         {
             var yaml = Path.Combine(dir, $"{method}.yaml");
             File.WriteAllText(yaml, $"merge_method: {method}\nbase_model: base\nparameters: {{{parameters}}}\nmodels: {models}\n");
             int inputs = models.Count(c => c == ',') + 1 + (models.Contains("base") ? 0 : 1);
-            var (seconds, peak, code) = Child(dir, yaml, Path.Combine(dir, "out"));
+            var (seconds, cpu, peak, code) = Child(dir, yaml, Path.Combine(dir, "out"));
             var rate = code == 0 ? $"{inputs * modelBytes / 1e9 / seconds,6:F2}" : "failed";
-            Console.WriteLine($"| {method,-17} | {inputs,4} GB | {seconds,7:F1} | {rate,6} | {peak / 1e6,6:F0} MB |");
+            Console.WriteLine($"| {method,-17} | {inputs * modelBytes / 1e9,4:F1} GB | {seconds,7:F1} | {rate,6} | {cpu,6:F1} | {peak / 1e6,6:F0} MB |");
             Directory.Delete(Path.Combine(dir, "out"), recursive: true);
         }
         if (!args.Contains("--keep")) Directory.Delete(dir, recursive: true);
@@ -65,7 +66,7 @@ internal static class MergeBenchmark
         return 0;
     }
 
-    static (double Seconds, long PeakRss, int ExitCode) Child(string dir, string yaml, string output)
+    static (double Seconds, double CpuSeconds, long PeakRss, int ExitCode) Child(string dir, string yaml, string output)
     {
         var psi = new ProcessStartInfo(Environment.ProcessPath!) { WorkingDirectory = dir };
         if (Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet") psi.ArgumentList.Add(typeof(MergeBenchmark).Assembly.Location);
@@ -73,8 +74,15 @@ internal static class MergeBenchmark
         var sw = Stopwatch.StartNew();
         using var p = Process.Start(psi)!;
         long peak = 0;
-        while (!p.WaitForExit(20)) peak = Math.Max(peak, HighWaterMark(p.Id));  // VmHWM: the child's own high-water mark
-        return (sw.Elapsed.TotalSeconds, peak, p.ExitCode);
+        double cpu = 0;
+        // Polled while it runs (gone once it exits): VmHWM is the child's own high-water mark, CPU time only grows.
+        while (!p.WaitForExit(20))
+        {
+            peak = Math.Max(peak, HighWaterMark(p.Id));
+            try { p.Refresh(); cpu = p.TotalProcessorTime.TotalSeconds; }
+            catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception) { } // it just exited
+        }
+        return (sw.Elapsed.TotalSeconds, cpu, peak, p.ExitCode);
     }
 
     // base, ft1 = base + noise, ft2 = base + other noise; regenerated only when missing.

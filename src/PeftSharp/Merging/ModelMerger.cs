@@ -56,7 +56,7 @@ public static class ModelMerger
         var stage = MergeOutput.Stage(outputFolder);
         try
         {
-            long bytes = config.AdapterOutput is { } ao
+            var (tensors, bytes) = config.AdapterOutput is { } ao
                 ? WriteAdapter(stage, config, ao, inputs, reference, names, merger, outType, options)
                 : WriteModel(stage, names, reference, merger, outType, options);
             if (config.AdapterOutput is null)
@@ -65,7 +65,7 @@ public static class ModelMerger
                 if (options.CopyTokenizer) MergeOutput.CopyTokenizer(TokenizerFolder(config, inputs, reference), stage);
             }
             MergeOutput.Publish(stage, outputFolder);
-            return new MergeResult(outputFolder, names.Count, bytes, warnings);
+            return new MergeResult(outputFolder, tensors, bytes, warnings);
         }
         catch
         {
@@ -74,7 +74,7 @@ public static class ModelMerger
         }
     }
 
-    static long WriteModel(string stage, List<string> names, ModelSource reference, TensorMerger merger, ScalarType? outType, MergeOptions options)
+    static (int Tensors, long Bytes) WriteModel(string stage, List<string> names, ModelSource reference, TensorMerger merger, ScalarType? outType, MergeOptions options)
     {
         var specs = names.Select(n => new TensorSpec(n, TensorMerger.IsFloat(reference.DType(n)) ? outType ?? reference.DType(n) : reference.DType(n),
             reference.Shape(n))).ToList();
@@ -90,15 +90,15 @@ public static class ModelMerger
                 var merged = TensorMerger.IsFloat(stored) ? merger.Merged(spec.Name, TensorMerger.ComputeType(stored)) : reference.Load(spec.Name);
                 writer.Write(spec.Name, merged.to(spec.DType));
             }
-            Malloc.Trim();
+            Malloc.Trim();   // else fragmentation grows the heap past the size of a model (see Malloc)
             done += spec.ByteLength;
         }
         writer.Commit();
         options.Progress?.Invoke(new MergeProgress(specs.Count, specs.Count, "", total, total));
-        return total;
+        return (specs.Count, total);
     }
 
-    static long WriteAdapter(string stage, MergeConfig config, AdapterOutputConfig ao, MergeInputs inputs, ModelSource reference, List<string> names,
+    static (int Tensors, long Bytes) WriteAdapter(string stage, MergeConfig config, AdapterOutputConfig ao, MergeInputs inputs, ModelSource reference, List<string> names,
         TensorMerger merger, ScalarType? outType, MergeOptions options)
     {
         var adapters = inputs.Models.Select(m => m.Source.Adapter).OfType<AdapterDelta>().ToList();
@@ -110,7 +110,7 @@ public static class ModelMerger
             adapters.FirstOrDefault()?.TaskType, config.BaseModel, dtype,
             (i, m) => options.Progress?.Invoke(new MergeProgress(i, modules.Count, m + ".weight", i, modules.Count)));
         options.Progress?.Invoke(new MergeProgress(modules.Count, modules.Count, "", modules.Count, modules.Count));
-        return new FileInfo(Path.Combine(stage, AdapterDelta.WeightsFile)).Length;
+        return (2 * modules.Count, new FileInfo(Path.Combine(stage, AdapterDelta.WeightsFile)).Length);
     }
 
     static string? TokenizerFolder(MergeConfig config, MergeInputs inputs, ModelSource reference)
