@@ -91,7 +91,8 @@ public static class Methods
         var allocator = new RankAllocator(model);
         return plain with
         {
-            ComputeLoss = b => plain.ComputeLoss(b) + allocator.OrthogonalRegularization(model),
+            // The regulariser shapes training only: held-out loss stays the plain loss.
+            ComputeLoss = b => model.Base.training ? plain.ComputeLoss(b) + allocator.OrthogonalRegularization(model) : plain.ComputeLoss(b),
             AfterOptimizerStep = step => allocator.UpdateAndAllocate(model, step),
         };
     }
