@@ -18,6 +18,21 @@ internal sealed class MergeLedger
     public bool Contains(string adapter) => entries.Any(e => e.Adapter == adapter);
 
     /// <summary>
+    /// Merges additive deltas: for each adapter not merged yet, W becomes W + <paramref name="delta"/>(adapter)
+    /// (given in the weight's storage layout), in order.
+    /// </summary>
+    public void MergeDeltasInPlace(Module baseLayer, IEnumerable<string> adapters, Func<string, Tensor> delta, bool safe)
+    {
+        foreach (var a in adapters)
+        {
+            if (Contains(a)) continue;
+            using var scope = NewDisposeScope();
+            using var _ = no_grad();
+            ApplyInPlace(baseLayer, a, BaseLayers.Weight(baseLayer).to(ScalarType.Float32) + delta(a), null, safe);
+        }
+    }
+
+    /// <summary>
     /// Replaces the base layer's weight (and bias, if <paramref name="newBias"/> is given) with merged values, in place.
     /// <paramref name="newWeight"/> is in the weight's storage layout.
     /// </summary>

@@ -100,14 +100,7 @@ public sealed class AdaLoraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
 
     public void MergeInPlace(IReadOnlyList<string> adapters, bool safe)
     {
-        foreach (var a in adapters)
-        {
-            if (!settings.ContainsKey(a) || ledger.Contains(a)) continue;
-            using var scope = NewDisposeScope();
-            using var _ = no_grad();
-            var merged = BaseLayers.Weight(base_layer).to(ScalarType.Float32) + DeltaWeight(a);
-            ledger.ApplyInPlace(base_layer, a, merged, null, safe);
-        }
+        ledger.MergeDeltasInPlace(base_layer, adapters.Where(settings.ContainsKey), DeltaWeight, safe);
     }
 
     public void UnmergeInPlace() => ledger.UndoAllInPlace(base_layer);

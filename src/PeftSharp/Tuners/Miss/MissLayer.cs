@@ -140,13 +140,7 @@ public sealed class MissLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
     {
         var ordered = adapters.Where(a => settings.ContainsKey(a) && !ledger.Contains(a))
             .OrderBy(a => settings[a].Mode == MissMode.Bat ? 0 : 1).ToList();
-        foreach (var a in ordered)
-        {
-            using var scope = NewDisposeScope();
-            using var _ = no_grad();
-            var merged = BaseLayers.Weight(base_layer).to(ScalarType.Float32) + DeltaWeight(a);
-            ledger.ApplyInPlace(base_layer, a, merged, null, safe);
-        }
+        ledger.MergeDeltasInPlace(base_layer, ordered, DeltaWeight, safe);
     }
 
     /// <summary>Restores the weight exactly (PEFT inverts I + B for bat; the ledger keeps what was added instead).</summary>
