@@ -2,7 +2,10 @@ using System.CommandLine;
 using PeftSharp.Cli;
 using PeftSharp.Cli.Commands;
 
-PeftSharp.Native.TorchNative.EnsureLoadable();
+// TorchSharp's native library must be loadable before anything touches a tensor. When it is not (no libtorch found, say),
+// PeftSharp's module initializer has already printed why and what to set.
+try { PeftSharp.Native.TorchNative.EnsureLoadable(); }
+catch (Exception) { return 1; }
 var root = new RootCommand("PeftSharp: parameter-efficient fine-tuning (LoRA and friends) for .NET, compatible with Hugging Face PEFT.");
 root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(LogitsCommand.Create());
