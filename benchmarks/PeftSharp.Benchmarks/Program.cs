@@ -1,7 +1,9 @@
 using PeftSharp.Benchmarks;
 
-// TorchSharp's native library must be loadable before any benchmark touches a tensor.
-PeftSharp.Native.TorchNative.EnsureLoadable();
+// TorchSharp's native library must be loadable before anything touches a tensor. When it is not (no libtorch found, say),
+// PeftSharp's module initializer has already printed why and what to set.
+try { PeftSharp.Native.TorchNative.EnsureLoadable(); }
+catch (Exception) { return 1; }
 
 var benchmarks = new Dictionary<string, Func<string[], int>>
 {
@@ -11,6 +13,7 @@ var benchmarks = new Dictionary<string, Func<string[], int>>
     ["train"] = TrainBenchmarks.Train,
     ["methods"] = TrainBenchmarks.Methods,
     ["merge"] = MergeBenchmark.Run,
+    ["gpu-train"] = GpuTrainBenchmark.Run,
     [TrainBenchmarks.ChildVerb] = TrainBenchmarks.RunOne,
     [MergeBenchmark.ChildVerb] = MergeBenchmark.RunOne,
 };
