@@ -29,10 +29,12 @@ public sealed record TrainingOptions
     public int LisaActiveLayers { get; init; } = 2;
     /// <summary>LISA and HFT: re-sample the trained layers (HFT: the frozen half) every this many steps.</summary>
     public int LisaInterval { get; init; } = 5;
-    /// <summary>Keep base weights in bfloat16 (adapter weights stay float32).</summary>
+    /// <summary>Keep base weights and activations in bfloat16 (adapter weights, optimizer state and the loss stay float32).</summary>
     public bool Bf16 { get; init; }
-    /// <summary>Recompute activations in the backward pass to save memory.</summary>
+    /// <summary>Recompute each decoder layer's activations in the backward pass: less memory, about a third more compute.</summary>
     public bool GradientCheckpointing { get; init; }
+    /// <summary>auto (CUDA when available), cpu, cuda or cuda:N.</summary>
+    public string Device { get; init; } = "auto";
 
     // ---- data
     /// <summary>Training data: .jsonl/.json/.csv/.parquet/text file or a folder; null means the bundled first-run data.</summary>
