@@ -79,6 +79,17 @@ public sealed class AdamW : IDisposable
         }
     }
 
+    // lerp_ takes its weight as a tensor; one per dtype and device, made once (not a host-to-device copy per step).
+    readonly Dictionary<(ScalarType, TorchSharp.DeviceType, int), Tensor> lerpWeights = new();
+
+    Tensor LerpWeight(Tensor p)
+    {
+        var key = (p.dtype, p.device_type, p.device_index);
+        if (!lerpWeights.TryGetValue(key, out var w))
+            lerpWeights[key] = w = tensor(1 - Beta1, p.dtype, p.device).DetachFromDisposeScope();
+        return w;
+    }
+
     /// <summary>One update with learning rate <paramref name="lr"/> (the schedule's value for this step).</summary>
     public void Step(double lr)
     {
@@ -96,7 +107,7 @@ public sealed class AdamW : IDisposable
             }
             s.Step++;
             if (WeightDecay != 0) p.mul_(1 - lr * WeightDecay);
-            s.ExpAvg.lerp_(grad, tensor(1 - Beta1, p.dtype, p.device));
+            s.ExpAvg.lerp_(grad, LerpWeight(p));
             s.ExpAvgSq.mul_(Beta2).addcmul_(grad, grad, 1 - Beta2);
 
             double step = s.Step;
@@ -197,5 +208,7 @@ public sealed class AdamW : IDisposable
     {
         foreach (var s in state.Values) DisposeState(s);
         state.Clear();
+        foreach (var w in lerpWeights.Values) w.Dispose();
+        lerpWeights.Clear();
     }
 }

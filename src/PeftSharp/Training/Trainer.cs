@@ -113,28 +113,17 @@ public static class Trainer
                 var micro = Math.Min(accumulation, microPerEpoch - state.MicroBatchInEpoch);
                 var clock = Stopwatch.StartNew();
 
-                // ---- forward and backward over the step's micro-batches, gradients accumulating
+                // ---- forward and backward over the step's micro-batches, gradients accumulating; then clipping
                 optimizer.ZeroGrad();
-                double loss = 0;
-                long tokens = 0;
-                for (var k = 0; k < micro; k++)
-                {
-                    using var scope = NewDisposeScope();
-                    var batch = train.MicroBatch(order, state.MicroBatchInEpoch + k, batchSize);
-                    var microLoss = model.ComputeLoss(batch);
-                    (microLoss / micro).backward();
-                    loss += microLoss.to(ScalarType.Float64).item<double>() / micro;
-                    tokens += batch.Tokens;
-                }
+                var (loss, gradNorm, tokens) = ForwardBackwardClip(model, train, order, state.MicroBatchInEpoch, micro, batchSize, parameters, o.MaxGradNorm);
                 var step = state.GlobalStep + 1;
+
+                // ---- check, update with the scheduled learning rate
                 if (!double.IsFinite(loss))
                 {
                     (reason, message) = (StopReason.NonFinite, NonFiniteMessage("loss", loss, step, lastCheckpoint));
                     break;
                 }
-
-                // ---- clip, update with the scheduled learning rate
-                var gradNorm = GradClip.ClipGradNorm(parameters.Select(p => (Tensor)p.P), o.MaxGradNorm);
                 if (!double.IsFinite(gradNorm))
                 {
                     (reason, message) = (StopReason.NonFinite, NonFiniteMessage("gradient norm", gradNorm, step, lastCheckpoint));
@@ -243,6 +232,32 @@ public static class Trainer
         {
             model.SetTrainingMode?.Invoke(true);
         }
+    }
+
+    /// <summary>
+    /// The micro-batches of one step, forward and backward, then gradient clipping. The loss stays on the device
+    /// and is read together with the gradient norm in one transfer at the end, so the GPU never waits for the host
+    /// between micro-batches.
+    /// </summary>
+    static (double Loss, double GradNorm, long Tokens) ForwardBackwardClip(TrainableModel model, BatchSource train, int[] order,
+        int firstMicro, int micro, int batchSize, IReadOnlyList<(string Name, Parameter P)> parameters, double maxGradNorm)
+    {
+        using var stepScope = NewDisposeScope();
+        Tensor? lossSum = null;
+        long tokens = 0;
+        for (var k = 0; k < micro; k++)
+        {
+            using var scope = NewDisposeScope();
+            var batch = train.MicroBatch(order, firstMicro + k, batchSize);
+            var microLoss = model.ComputeLoss(batch);
+            (microLoss / micro).backward();
+            var part = microLoss.detach().to(ScalarType.Float64) / micro;
+            lossSum = (lossSum is null ? part : lossSum + part).MoveToOuterDisposeScope();
+            tokens += batch.Tokens;
+        }
+        var norm = GradClip.ClipGradNormTensor(parameters.Select(p => (Tensor)p.P), maxGradNorm);
+        var both = stack([lossSum!.reshape(1), norm.to(ScalarType.Float64).reshape(1)]).cpu();
+        return (both[0, 0].item<double>(), both[1, 0].item<double>(), tokens);
     }
 
     static string? ResumePath(TrainingOptions o)
