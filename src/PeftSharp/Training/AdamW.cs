@@ -17,7 +17,7 @@ namespace PeftSharp.Training;
 /// resumed run continues bit for bit. State is created at a parameter's first gradient; parameters without a gradient are
 /// skipped, as PyTorch does, and <see cref="DropState"/> frees the state of parameters that stop training.
 /// </summary>
-public sealed class AdamW : IDisposable
+public sealed class AdamW : IOptimizer
 {
     sealed class State(Tensor expAvg, Tensor expAvgSq, Tensor? maxExpAvgSq)
     {
@@ -65,6 +65,9 @@ public sealed class AdamW : IDisposable
         foreach (var name in names)
             if (state.Remove(name, out var s)) DisposeState(s);
     }
+
+    /// <summary>The parameters' gradients (new handles, which the caller's dispose scope owns).</summary>
+    public IReadOnlyList<Tensor> Gradients() => parameters.Select(p => p.P.grad).Where(g => g is not null).Cast<Tensor>().ToList();
 
     /// <summary>Sets every gradient to none, as <c>zero_grad(set_to_none=True)</c>.</summary>
     public void ZeroGrad()

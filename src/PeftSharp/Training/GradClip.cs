@@ -23,9 +23,19 @@ public static class GradClip
     /// </summary>
     public static Tensor ClipGradNormTensor(IEnumerable<Tensor> parameters, double maxNorm, double normType = 2.0)
     {
-        using var _ = no_grad();
         using var scope = NewDisposeScope();
         var grads = parameters.Select(p => p.grad).Where(g => g is not null).Cast<Tensor>().ToList();
+        return ClipGradientsTensor(grads, maxNorm, normType).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Clips the gradients themselves (<paramref name="grads"/>: one per parameter, or the flat buffers of
+    /// <see cref="FusedAdamW"/>, which take a handful of kernels where one per parameter would take hundreds).
+    /// </summary>
+    public static Tensor ClipGradientsTensor(IReadOnlyList<Tensor> grads, double maxNorm, double normType = 2.0)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
         if (grads.Count == 0) return tensor(0f).MoveToOuterDisposeScope();
         var norms = grads.Select(g => linalg.vector_norm(g, normType)).ToArray();
         var total = linalg.vector_norm(stack(norms), normType);
