@@ -29,7 +29,7 @@ internal static class Options
 
     public static Option<string> Device() => new("--device")
     {
-        Description = "auto, cpu, cuda or cuda:N",
+        Description = Devices.Help,
         DefaultValueFactory = _ => "auto",
     };
 
@@ -41,19 +41,7 @@ internal static class Options
         _ => throw new ArgumentException($"--dtype '{s}' is not one of float32, bfloat16, float16"),
     };
 
-    public static Device ParseDevice(string s)
-    {
-        s = s.ToLowerInvariant();
-        if (s == "auto") return cuda.is_available() ? CUDA : CPU;
-        if (s == "cpu") return CPU;
-        if (s.StartsWith("cuda", StringComparison.Ordinal))
-        {
-            if (!cuda.is_available())
-                throw new ArgumentException($"--device {s}: no CUDA device is usable (this build or this machine has CPU libtorch only)");
-            return new Device(s);
-        }
-        throw new ArgumentException($"--device '{s}' is not one of auto, cpu, cuda, cuda:N");
-    }
+    public static Device ParseDevice(string s) => Devices.Parse(s);
 
     /// <summary>The bundled default model, next to the executable.</summary>
     public static string BundledModel => Path.Combine(AppContext.BaseDirectory, "models", "tinycode-3m");

@@ -31,6 +31,16 @@ public abstract class PretrainedModel : nn.Module, ILanguageModel
     /// <summary>Names of weights that share storage with another (tied embeddings): written once, as transformers does.</summary>
     public virtual IReadOnlyCollection<string> TiedWeights => [];
 
+    /// <summary>
+    /// Trade compute for memory in training: each decoder layer keeps only its input and recomputes the rest in the
+    /// backward pass (<see cref="ActivationCheckpoint"/>). Off in evaluation and under no_grad whatever this says.
+    /// </summary>
+    public virtual bool GradientCheckpointing
+    {
+        get => false;
+        set { if (value) throw new NotSupportedException($"gradient checkpointing is not implemented for {Config.Architecture}"); }
+    }
+
     public bool IsCausalLM => this is not Bert.BertForSequenceClassification;
 
     /// <summary>Parameter count (tied weights counted once).</summary>

@@ -17,7 +17,7 @@ namespace PeftSharp.Training;
 /// resumed run continues bit for bit. State is created at a parameter's first gradient; parameters without a gradient are
 /// skipped, as PyTorch does, and <see cref="DropState"/> frees the state of parameters that stop training.
 /// </summary>
-public sealed class AdamW : IDisposable
+public sealed class AdamW : IOptimizer
 {
     sealed class State(Tensor expAvg, Tensor expAvgSq, Tensor? maxExpAvgSq)
     {
@@ -66,6 +66,9 @@ public sealed class AdamW : IDisposable
             if (state.Remove(name, out var s)) DisposeState(s);
     }
 
+    /// <summary>The parameters' gradients (new handles, which the caller's dispose scope owns).</summary>
+    public IReadOnlyList<Tensor> Gradients() => parameters.Select(p => p.P.grad).Where(g => g is not null).Cast<Tensor>().ToList();
+
     /// <summary>Sets every gradient to none, as <c>zero_grad(set_to_none=True)</c>.</summary>
     public void ZeroGrad()
     {
@@ -77,6 +80,17 @@ public sealed class AdamW : IDisposable
             g.Dispose();
             p.grad = null;
         }
+    }
+
+    // lerp_ takes its weight as a tensor; one per dtype and device, made once (not a host-to-device copy per step).
+    readonly Dictionary<(ScalarType, TorchSharp.DeviceType, int), Tensor> lerpWeights = new();
+
+    Tensor LerpWeight(Tensor p)
+    {
+        var key = (p.dtype, p.device_type, p.device_index);
+        if (!lerpWeights.TryGetValue(key, out var w))
+            lerpWeights[key] = w = tensor(1 - Beta1, p.dtype, p.device).DetachFromDisposeScope();
+        return w;
     }
 
     /// <summary>One update with learning rate <paramref name="lr"/> (the schedule's value for this step).</summary>
@@ -96,7 +110,7 @@ public sealed class AdamW : IDisposable
             }
             s.Step++;
             if (WeightDecay != 0) p.mul_(1 - lr * WeightDecay);
-            s.ExpAvg.lerp_(grad, tensor(1 - Beta1, p.dtype, p.device));
+            s.ExpAvg.lerp_(grad, LerpWeight(p));
             s.ExpAvgSq.mul_(Beta2).addcmul_(grad, grad, 1 - Beta2);
 
             double step = s.Step;
@@ -197,5 +211,7 @@ public sealed class AdamW : IDisposable
     {
         foreach (var s in state.Values) DisposeState(s);
         state.Clear();
+        foreach (var w in lerpWeights.Values) w.Dispose();
+        lerpWeights.Clear();
     }
 }

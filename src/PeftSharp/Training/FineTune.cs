@@ -33,9 +33,11 @@ public static class FineTune
         var dataPath = o.TrainFile!;
 
         // 1. Model and tokenizer. Adapter weights stay float32 even over a bfloat16 base.
-        var model = AutoModel.Load(modelDir, o.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32);
+        var device = Devices.Parse(o.Device, "option device");
+        var model = AutoModel.Load(modelDir, o.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32, device);
+        if (o.GradientCheckpointing) model.GradientCheckpointing = true;
         var tokenizer = HfTokenizer.Load(modelDir);
-        log($"model {modelDir}: {model.Config.Architecture}, {model.ParameterCount():N0} parameters");
+        log($"model {modelDir}: {model.Config.Architecture}, {model.ParameterCount():N0} parameters on {device}");
 
         // 2. Data, tokenised with the model's own tokenizer (and chat template, for chat records).
         var dataset = TrainingDataset.Load(o.DataOptions(dataPath), TokenizerFunctionsFor(tokenizer, o.Task));

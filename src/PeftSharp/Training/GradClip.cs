@@ -13,10 +13,30 @@ public static class GradClip
     /// </summary>
     public static double ClipGradNorm(IEnumerable<Tensor> parameters, double maxNorm, double normType = 2.0)
     {
-        using var _ = no_grad();
+        using var total = ClipGradNormTensor(parameters, maxNorm, normType);
+        return total.to(ScalarType.Float64).item<double>();
+    }
+
+    /// <summary>
+    /// As <see cref="ClipGradNorm"/>, but the norm stays a (float32) tensor on the gradients' device, so that nothing
+    /// waits for the GPU: the trainer reads it with the step's loss, in one transfer.
+    /// </summary>
+    public static Tensor ClipGradNormTensor(IEnumerable<Tensor> parameters, double maxNorm, double normType = 2.0)
+    {
         using var scope = NewDisposeScope();
         var grads = parameters.Select(p => p.grad).Where(g => g is not null).Cast<Tensor>().ToList();
-        if (grads.Count == 0) return 0.0;
+        return ClipGradientsTensor(grads, maxNorm, normType).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Clips the gradients themselves (<paramref name="grads"/>: one per parameter, or the flat buffers of
+    /// <see cref="FusedAdamW"/>, which take a handful of kernels where one per parameter would take hundreds).
+    /// </summary>
+    public static Tensor ClipGradientsTensor(IReadOnlyList<Tensor> grads, double maxNorm, double normType = 2.0)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        if (grads.Count == 0) return tensor(0f).MoveToOuterDisposeScope();
         var norms = grads.Select(g => linalg.vector_norm(g, normType)).ToArray();
         var total = linalg.vector_norm(stack(norms), normType);
         if (maxNorm > 0)
@@ -26,6 +46,6 @@ public static class GradClip
             var clamped = coef.clamp_max(1.0);
             foreach (var g in grads) g.mul_(clamped);
         }
-        return total.to(ScalarType.Float64).item<double>();
+        return total.MoveToOuterDisposeScope();
     }
 }

@@ -24,6 +24,8 @@ public sealed record TrainableModel(IReadOnlyList<(string Name, Parameter P)> Pa
     /// step (LISA's and HFT's draws) take up the set of that step.
     /// </summary>
     public Action<int>? Resumed { get; init; }
+    /// <summary>False when <see cref="AfterOptimizerStep"/> freezes and thaws parameters (LISA, HFT): the fused optimizer needs a fixed set.</summary>
+    public bool FixedParameterSet { get; init; } = true;
 }
 
 /// <summary>Optional plumbing for a run: where progress goes, cancellation, Ctrl+C handling, a per-step hook.</summary>
@@ -67,7 +69,7 @@ public static class Trainer
         var stepsPerEpoch = (microPerEpoch + accumulation - 1) / accumulation;
         var totalSteps = o.MaxSteps > 0 ? o.MaxSteps : (int)Math.Ceiling(o.NumTrainEpochs * stepsPerEpoch);
         var schedule = new LrSchedule(o.LrSchedulerType, o.LearningRate, LrSchedule.WarmupFor(o.WarmupSteps, o.WarmupRatio, totalSteps), totalSteps);
-        using var optimizer = new AdamW(parameters, o.AdamBeta1, o.AdamBeta2, o.AdamEpsilon, o.WeightDecay, o.Amsgrad);
+        using var optimizer = NewOptimizer(o, model);
         random.manual_seed(o.Seed);
         var state = new TrainerState
         {
@@ -113,28 +115,17 @@ public static class Trainer
                 var micro = Math.Min(accumulation, microPerEpoch - state.MicroBatchInEpoch);
                 var clock = Stopwatch.StartNew();
 
-                // ---- forward and backward over the step's micro-batches, gradients accumulating
+                // ---- forward and backward over the step's micro-batches, gradients accumulating; then clipping
                 optimizer.ZeroGrad();
-                double loss = 0;
-                long tokens = 0;
-                for (var k = 0; k < micro; k++)
-                {
-                    using var scope = NewDisposeScope();
-                    var batch = train.MicroBatch(order, state.MicroBatchInEpoch + k, batchSize);
-                    var microLoss = model.ComputeLoss(batch);
-                    (microLoss / micro).backward();
-                    loss += microLoss.to(ScalarType.Float64).item<double>() / micro;
-                    tokens += batch.Tokens;
-                }
+                var (loss, gradNorm, tokens) = ForwardBackwardClip(model, train, order, state.MicroBatchInEpoch, micro, batchSize, optimizer, o.MaxGradNorm);
                 var step = state.GlobalStep + 1;
+
+                // ---- check, update with the scheduled learning rate
                 if (!double.IsFinite(loss))
                 {
                     (reason, message) = (StopReason.NonFinite, NonFiniteMessage("loss", loss, step, lastCheckpoint));
                     break;
                 }
-
-                // ---- clip, update with the scheduled learning rate
-                var gradNorm = GradClip.ClipGradNorm(parameters.Select(p => (Tensor)p.P), o.MaxGradNorm);
                 if (!double.IsFinite(gradNorm))
                 {
                     (reason, message) = (StopReason.NonFinite, NonFiniteMessage("gradient norm", gradNorm, step, lastCheckpoint));
@@ -243,6 +234,42 @@ public static class Trainer
         {
             model.SetTrainingMode?.Invoke(true);
         }
+    }
+
+    static IOptimizer NewOptimizer(TrainingOptions o, TrainableModel model)
+    {
+        bool fused = o.Optim == "adamw_torch_fused" || (o.Optim == "auto" && model.FixedParameterSet);
+        if (fused && !model.FixedParameterSet)
+            throw new ArgumentException("option optim adamw_torch_fused needs a fixed set of trainable parameters, and this method changes it as it trains; use adamw_torch");
+        return fused
+            ? new FusedAdamW(model.Parameters, o.AdamBeta1, o.AdamBeta2, o.AdamEpsilon, o.WeightDecay, o.Amsgrad)
+            : new AdamW(model.Parameters, o.AdamBeta1, o.AdamBeta2, o.AdamEpsilon, o.WeightDecay, o.Amsgrad);
+    }
+
+    /// <summary>
+    /// The micro-batches of one step, forward and backward, then gradient clipping. The loss stays on the device
+    /// and is read together with the gradient norm in one transfer at the end, so the GPU never waits for the host
+    /// between micro-batches.
+    /// </summary>
+    static (double Loss, double GradNorm, long Tokens) ForwardBackwardClip(TrainableModel model, BatchSource train, int[] order,
+        int firstMicro, int micro, int batchSize, IOptimizer optimizer, double maxGradNorm)
+    {
+        using var stepScope = NewDisposeScope();
+        Tensor? lossSum = null;
+        long tokens = 0;
+        for (var k = 0; k < micro; k++)
+        {
+            using var scope = NewDisposeScope();
+            var batch = train.MicroBatch(order, firstMicro + k, batchSize);
+            var microLoss = model.ComputeLoss(batch);
+            (microLoss / micro).backward();
+            var part = microLoss.detach().to(ScalarType.Float64) / micro;
+            lossSum = (lossSum is null ? part : lossSum + part).MoveToOuterDisposeScope();
+            tokens += batch.Tokens;
+        }
+        var norm = GradClip.ClipGradientsTensor(optimizer.Gradients(), maxGradNorm);
+        var both = stack([lossSum!.reshape(1), norm.to(ScalarType.Float64).reshape(1)]).cpu();
+        return (both[0, 0].item<double>(), both[1, 0].item<double>(), tokens);
     }
 
     static string? ResumePath(TrainingOptions o)

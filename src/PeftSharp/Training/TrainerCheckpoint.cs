@@ -43,7 +43,7 @@ public static partial class TrainerCheckpoint
     [GeneratedRegex(@"^checkpoint-(\d+)$")]
     private static partial Regex Name();
 
-    public static string Save(string outputDir, TrainerState state, IReadOnlyList<(string Name, Parameter P)> parameters, AdamW optimizer,
+    public static string Save(string outputDir, TrainerState state, IReadOnlyList<(string Name, Parameter P)> parameters, IOptimizer optimizer,
         Action<string> saveAdapter)
     {
         Directory.CreateDirectory(outputDir);
@@ -102,7 +102,7 @@ public static partial class TrainerCheckpoint
     }
 
     /// <summary>Loads parameters, optimizer state and the RNG from a checkpoint, and returns its loop state.</summary>
-    public static TrainerState Restore(string checkpoint, IReadOnlyList<(string Name, Parameter P)> parameters, AdamW optimizer)
+    public static TrainerState Restore(string checkpoint, IReadOnlyList<(string Name, Parameter P)> parameters, IOptimizer optimizer)
     {
         var state = ReadState(checkpoint);
         using (var file = SafetensorsFile.Open(Path.Combine(checkpoint, TrainableFile)))

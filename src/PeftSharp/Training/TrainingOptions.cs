@@ -29,10 +29,12 @@ public sealed record TrainingOptions
     public int LisaActiveLayers { get; init; } = 2;
     /// <summary>LISA and HFT: re-sample the trained layers (HFT: the frozen half) every this many steps.</summary>
     public int LisaInterval { get; init; } = 5;
-    /// <summary>Keep base weights in bfloat16 (adapter weights stay float32).</summary>
+    /// <summary>Keep base weights and activations in bfloat16 (adapter weights, optimizer state and the loss stay float32).</summary>
     public bool Bf16 { get; init; }
-    /// <summary>Recompute activations in the backward pass to save memory.</summary>
+    /// <summary>Recompute each decoder layer's activations in the backward pass: less memory, about a third more compute.</summary>
     public bool GradientCheckpointing { get; init; }
+    /// <summary>auto (CUDA when available), cpu, cuda or cuda:N.</summary>
+    public string Device { get; init; } = "auto";
 
     // ---- data
     /// <summary>Training data: .jsonl/.json/.csv/.parquet/text file or a folder; null means the bundled first-run data.</summary>
@@ -67,6 +69,11 @@ public sealed record TrainingOptions
     public double AdamBeta2 { get; init; } = 0.999;
     public double AdamEpsilon { get; init; } = 1e-8;
     public bool Amsgrad { get; init; }
+    /// <summary>
+    /// adamw_torch_fused (flat buffers: a few kernels a step), adamw_torch (one update per parameter, as PyTorch's
+    /// for-loop AdamW), or auto: fused unless the method changes its trainable set as it goes (LISA, HFT).
+    /// </summary>
+    public string Optim { get; init; } = "auto";
     /// <summary>Gradients are clipped to this global L2 norm; 0 turns clipping off.</summary>
     public double MaxGradNorm { get; init; } = 1.0;
     public long Seed { get; init; } = 42;
@@ -121,6 +128,7 @@ public sealed record TrainingOptions
         Check(WeightDecay >= 0, "weight_decay", "must not be negative");
         Check(AdamBeta1 is >= 0 and < 1 && AdamBeta2 is >= 0 and < 1, "adam_beta1/adam_beta2", "must be in [0, 1)");
         Check(AdamEpsilon >= 0, "adam_epsilon", "must not be negative");
+        Check(Optim is "auto" or "adamw_torch" or "adamw_torch_fused", "optim", "must be auto, adamw_torch or adamw_torch_fused");
         Check(MaxGradNorm >= 0, "max_grad_norm", "must not be negative (0 turns clipping off)");
         Check(MaxLength >= 2, "max_length", "must be at least 2");
         Check(EvalRatio is >= 0 and < 1, "eval_ratio", "must be in [0, 1)");

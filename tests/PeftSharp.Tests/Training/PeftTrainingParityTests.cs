@@ -14,12 +14,14 @@ public class PeftTrainingParityTests
     [Theory]
     [InlineData("llama-lora-qv")]
     [InlineData("llama-lora-all-accum-clip")]
-    public void Losses_learning_rates_and_final_adapter_match_pytorch(string name)
+    [InlineData("llama-lora-all-accum-clip", true)]
+    public void Losses_learning_rates_and_final_adapter_match_pytorch(string name, bool gradientCheckpointing = false)
     {
         var dir = Repo.Fixture("training", name);
         var trace = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "trace.json"))).RootElement;
         var c = trace.GetProperty("config");
         var pm = PeftModel.FromPretrained(AutoModel.Load(Repo.Fixture("models", "tiny-llama")), Path.Combine(dir, "adapter_step0"), isTrainable: true);
+        pm.Base.GradientCheckpointing = gradientCheckpointing;
         using var data = SafetensorsFile.Open(Path.Combine(dir, "data.safetensors"));
         var train = BatchSource.FromInputIds(data.Load("input_ids"));
         var options = new TrainingOptions

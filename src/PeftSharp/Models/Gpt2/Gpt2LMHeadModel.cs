@@ -105,7 +105,8 @@ public sealed class Gpt2Model : nn.Module
         RegisterComponents();
     }
 
-    public Func<Gpt2Block, Func<Tensor, Tensor>, Tensor, Tensor>? LayerRunner { get; set; }
+    /// <summary>Recompute each block's activations in backward instead of keeping them (training only).</summary>
+    public bool GradientCheckpointing { get; set; }
 
     public Tensor Forward(ModelInputs inputs)
     {
@@ -115,11 +116,9 @@ public sealed class Gpt2Model : nn.Module
         var pos = inputs.PositionIds ?? arange(past, past + t, device: x.device).unsqueeze(0).expand(b, t);
         x = x + wpe.call(pos);
         var mask = AttentionMasks.Build(inputs, past, causal: true, x.dtype, x.device);
+        bool checkpoint = GradientCheckpointing && inputs.Cache is null && ActivationCheckpoint.Applies(this);
         foreach (var block in h)
-        {
-            Tensor Run(Tensor y) => block.Forward(y, mask, inputs.Cache);
-            x = LayerRunner is null ? Run(x) : LayerRunner(block, Run, x);
-        }
+            x = checkpoint ? ActivationCheckpoint.Run(xs => block.Forward(xs[0]!, xs[1], null), x, mask) : block.Forward(x, mask, inputs.Cache);
         return ln_f.call(x).MoveToOuterDisposeScope();
     }
 }
@@ -140,6 +139,8 @@ public sealed class Gpt2LMHeadModel : PretrainedModel
     }
 
     public override IReadOnlyCollection<string> TiedWeights => Config.TieWordEmbeddings ? ["lm_head.weight"] : [];
+
+    public override bool GradientCheckpointing { get => transformer.GradientCheckpointing; set => transformer.GradientCheckpointing = value; }
 
     public override Tensor Embed(Tensor inputIds) => transformer.wte.call(inputIds);
 

@@ -25,8 +25,8 @@ public sealed class LlamaModel : nn.Module
         RegisterComponents();
     }
 
-    /// <summary>Wraps each layer's forward, e.g. with gradient checkpointing.</summary>
-    public Func<LlamaDecoderLayer, Func<Tensor, Tensor>, Tensor, Tensor>? LayerRunner { get; set; }
+    /// <summary>Recompute each layer's activations in backward instead of keeping them (training only).</summary>
+    public bool GradientCheckpointing { get; set; }
 
     /// <summary>Final hidden states [B, T, H].</summary>
     public Tensor Forward(ModelInputs inputs)
@@ -37,10 +37,13 @@ public sealed class LlamaModel : nn.Module
         var pos = inputs.PositionIds ?? arange(past, past + t, device: h.device).unsqueeze(0).expand(b, t);
         var (cos, sin) = rope.CosSin(pos, h.dtype);
         var mask = AttentionMasks.Build(inputs, past, causal: true, h.dtype, h.device, config.SlidingWindow);
+        // A KV cache (prefix tuning's) is appended to by each layer, so it cannot be recomputed.
+        bool checkpoint = GradientCheckpointing && inputs.Cache is null && ActivationCheckpoint.Applies(this);
         foreach (var layer in layers)
         {
-            Tensor Run(Tensor x) => layer.Forward(x, cos, sin, mask, inputs.Cache);
-            h = LayerRunner is null ? Run(h) : LayerRunner(layer, Run, h);
+            h = checkpoint
+                ? ActivationCheckpoint.Run(xs => layer.Forward(xs[0]!, xs[1]!, xs[2]!, xs[3], null), h, cos, sin, mask)
+                : layer.Forward(h, cos, sin, mask, inputs.Cache);
         }
         return norm.call(h).MoveToOuterDisposeScope();
     }
@@ -66,6 +69,8 @@ public sealed class LlamaForCausalLM : PretrainedModel
     }
 
     public LlamaModel Model => model;
+
+    public override bool GradientCheckpointing { get => model.GradientCheckpointing; set => model.GradientCheckpointing = value; }
 
     public override IReadOnlyCollection<string> TiedWeights => Config.TieWordEmbeddings ? ["lm_head.weight"] : [];
 

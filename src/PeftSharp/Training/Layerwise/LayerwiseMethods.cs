@@ -42,6 +42,7 @@ public static class LayerwiseMethods
             SetTrainingMode = training => model.train(training),
             AfterOptimizerStep = apply,
             Resumed = apply,
+            FixedParameterSet = false,
         };
         return (trainable, describe());
     }

@@ -127,6 +127,11 @@ public sealed class LoraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
                 result = result + (matmul(afterA, B(a).t()) * scaling[a]).to(result.dtype);
                 continue;
             }
+            if (!UsesDora(a) && IsLowPrecision(x.dtype) && A(a).dtype != x.dtype)
+            {
+                result = AddLowPrecision(result, x, a);
+                continue;
+            }
             var xa = x.to(A(a).dtype);
             var dropped = dropoutP[a] > 0 ? nn.functional.dropout(xa, dropoutP[a], training) : xa;
             if (UsesDora(a))
@@ -135,6 +140,26 @@ public sealed class LoraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
                 result = result + (lora_B[a].call(lora_A[a].call(dropped)) * scaling[a]).to(result.dtype);
         }
         return result.MoveToOuterDisposeScope();
+    }
+
+    static bool IsLowPrecision(ScalarType t) => t is ScalarType.BFloat16 or ScalarType.Float16;
+
+    /// <summary>
+    /// Mixed precision as autocast would run it, without autocast: float32 master weights are cast to the
+    /// activations' dtype (r x in and out x r: cheap) instead of the activations to float32 ([tokens x in]: not),
+    /// the scaling is folded into B, and the product is added into the base output with one addmm, so the only
+    /// new activation-sized tensor is the rank-r intermediate. Gradients reach the float32 weights through the casts.
+    /// </summary>
+    Tensor AddLowPrecision(Tensor result, Tensor x, string a)
+    {
+        var dtype = x.dtype;
+        var dropped = dropoutP[a] > 0 && training ? nn.functional.dropout(x, dropoutP[a], training) : x;
+        var afterA = nn.functional.linear(dropped, A(a).to(dtype));                    // [..., r]
+        var scaledB = (B(a) * scaling[a]).to(dtype);                                   // [out, r]
+        var flat = result.reshape(-1, outFeatures);
+        var sum = addmm(flat, afterA.reshape(-1, afterA.shape[^1]), scaledB.t(), 1, 1);
+        if (lora_B[a].bias is { } bias) sum = sum + (bias * scaling[a]).to(dtype);
+        return sum.view(result.shape);
     }
 
     readonly Dictionary<string, (Tensor A, Tensor B)> initial = new();
