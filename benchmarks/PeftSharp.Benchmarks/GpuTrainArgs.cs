@@ -47,7 +47,7 @@ internal sealed record GpuTrainArgs
 {
     public const string Usage =
         "gpu-train [--config a|b|b-ckpt|c|tiny] [--tiny] [--device cuda|cpu] [--dtype bf16|f32] [--steps 20] [--warmup-steps 5]\n" +
-        "          [--batch B] [--seq T] [--gradient-checkpointing] [--lr 1e-4] [--seed 0]\n" +
+        "          [--batch B] [--seq T] [--gradient-checkpointing] [--lr 1e-4] [--optim adamw_torch_fused|adamw_torch] [--seed 0]\n" +
         "          [--init DIR (base/, adapter/, data.safetensors from peft_bench.py init)] [--data FILE] [--losses-out FILE]";
 
     public GpuShape Shape { get; init; } = GpuShape.Named("a");
@@ -57,6 +57,8 @@ internal sealed record GpuTrainArgs
     public int WarmupSteps { get; init; } = 5;
     public double LearningRate { get; init; } = 1e-4;
     public long Seed { get; init; }
+    /// <summary>adamw_torch_fused, as peft_bench.py's torch.optim.AdamW(fused=True) and transformers' Trainer default; or adamw_torch.</summary>
+    public string Optim { get; init; } = "adamw_torch_fused";
     public string? Init { get; init; }
     public string? Data { get; init; }
     public string? LossesOut { get; init; }
@@ -90,6 +92,7 @@ internal sealed record GpuTrainArgs
                 case "--seq": seq = Int(); break;
                 case "--gradient-checkpointing": checkpointing = true; break;
                 case "--lr": a = a with { LearningRate = double.Parse(Value(), CultureInfo.InvariantCulture) }; break;
+                case "--optim": a = a with { Optim = Value() }; break;
                 case "--seed": a = a with { Seed = long.Parse(Value(), CultureInfo.InvariantCulture) }; break;
                 case "--init": a = a with { Init = Value() }; break;
                 case "--data": a = a with { Data = Value() }; break;

@@ -16,7 +16,8 @@ namespace PeftSharp.Benchmarks;
 /// <summary>
 /// <c>gpu-train</c>: LoRA training throughput on a Llama-shaped model through the library's own path (model from a
 /// <see cref="ModelConfig"/>, bfloat16 base, <see cref="PeftModel.Create"/> with r=16 alpha=32 on all linear layers and
-/// float32 adapter weights, <see cref="Trainer.Run"/> with AdamW and gradient clipping at 1.0), timed over
+/// float32 adapter weights, <see cref="Trainer.Run"/> with fused AdamW and gradient clipping at 1.0, optionally gradient
+/// checkpointing), timed over
 /// <c>--steps</c> after <c>--warmup-steps</c> with the device synchronized at both ends. benchmarks/gpu/run.sh runs
 /// it beside benchmarks/python/peft_bench.py, which does the same in Python PEFT and prints the same RESULT line.
 /// Peak GPU memory is measured from outside, the same way for both (benchmarks/python/gpu_mem.py).
@@ -51,7 +52,8 @@ internal static class GpuTrainBenchmark
         var (peft, shape) = a.Init is null ? Fresh(a, device, dtype) : FromInit(a, device, dtype);
         Console.WriteLine($"gpu-train {a.Shape.Name} on {a.Device}, base {dtype}: {shape.Describe()}");
         Console.WriteLine(peft.TrainableParametersSummary());
-        if (shape.Checkpointing) EnableGradientCheckpointing(peft.Base);
+        // Per decoder layer, as transformers' gradient_checkpointing_enable (use_reentrant=False) in peft_bench.py.
+        peft.Base.GradientCheckpointing = shape.Checkpointing;
 
         // 2. The data: a [N, T] token file (every row trained on every token), or random tokens.
         var train = LoadData(a, shape);
@@ -63,6 +65,7 @@ internal static class GpuTrainBenchmark
             LrSchedulerType = "constant", WarmupSteps = 0, WarmupRatio = 0, WeightDecay = 0, MaxGradNorm = 1.0,
             Shuffle = false, Seed = a.Seed, OutputDir = null, Bf16 = a.Bf16, GradientCheckpointing = shape.Checkpointing,
             LoraR = 16, LoraAlpha = 32, LoraDropout = 0, LoggingSteps = 0,
+            Optim = a.Optim,
         };
         var timer = new StepTimer(device, a.WarmupSteps, a.TotalSteps);
         var result = Trainer.Run(Objectives.ForPeft(peft), train, null, options,
@@ -143,14 +146,6 @@ internal static class GpuTrainBenchmark
         using var used = ids.slice(0, 0, rows, 1);
         return BatchSource.FromInputIds(used);
     }
-
-    // ---- GRADIENT CHECKPOINTING: the single call site. The lead is adding checkpointing to the library (expected as
-    // PretrainedModel.GradientCheckpointing, or the trainer honouring TrainingOptions.GradientCheckpointing, which the
-    // options above already set). After `git merge main`, make this one line turn it on and drop the throw.
-    static void EnableGradientCheckpointing(PretrainedModel model) =>
-        throw new NotSupportedException(
-            "gradient checkpointing is not in PeftSharp yet (this config asks for it): merge main once it lands " +
-            "and switch it on in GpuTrainBenchmark.EnableGradientCheckpointing");
 
     /// <summary>Times the steps after warm-up, the device synchronized at both ends, and keeps nothing else.</summary>
     sealed class StepTimer(Device device, int warmupSteps, int totalSteps) : IProgressSink
