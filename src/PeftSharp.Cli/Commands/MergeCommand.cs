@@ -20,14 +20,16 @@ internal static class MergeCommand
         var svdRank = new Option<int?>("--svd-rank") { Description = "rank of svd-based combinations" };
         var output = new Option<string>("--out") { Description = "folder to write the merged model to", Required = true };
         var dtype = Options.DType();
+        var device = Options.Device();
         var shard = new Option<long>("--max-shard-size") { Description = "bytes per safetensors shard", DefaultValueFactory = _ => 5_000_000_000 };
         var cmd = new Command("merge", "Merge adapters into a model and write a complete Hugging Face checkpoint")
-            { model, adapters, weights, combination, density, svdRank, output, dtype, shard };
+            { model, adapters, weights, combination, density, svdRank, output, dtype, device, shard };
         cmd.SetAction(CliErrors.Guard(r =>
         {
             var modelDir = r.GetValue(model)!;
             var dirs = r.GetValue(adapters)!;
-            var baseModel = AutoModel.Load(modelDir);
+            // The merge arithmetic (and svd-based combinations) run where the model is; saving copies back to the host.
+            var baseModel = AutoModel.Load(modelDir, ScalarType.Float32, Options.ParseDevice(r.GetValue(device)!));
             var pm = PeftModel.FromPretrained(baseModel, dirs[0], "a0");
             for (int i = 1; i < dirs.Length; i++) pm.LoadAdapter(dirs[i], $"a{i}");
             var w = r.GetValue(weights)?.Split(',').Select(double.Parse).ToArray() ?? Enumerable.Repeat(1.0, dirs.Length).ToArray();

@@ -17,7 +17,9 @@ public static class Objectives
         var inputs = new ModelInputs
         {
             InputIds = b.InputIds.to(dev),
-            AttentionMask = b.AttentionMask.to(dev),
+            // Without padding there is no mask to send: the model then runs plain causal attention (flash kernels on a
+            // GPU) and never has to look at the mask's values, which would wait for the GPU.
+            AttentionMask = b.Tokens < b.InputIds.numel() ? b.AttentionMask.to(dev) : null,
             PositionIds = b.PositionIds?.to(dev),
             SegmentIds = b.SegmentIds?.to(dev),
         };

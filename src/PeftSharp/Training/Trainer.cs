@@ -217,17 +217,19 @@ public static class Trainer
         {
             using var _ = no_grad();
             var order = data.EpochOrder(0, 0, shuffle: false);
-            double sum = 0;
+            using var outer = NewDisposeScope();
+            Tensor? sum = null; // on the device, read once at the end
             long count = 0;
             for (var i = 0; i < data.MicroBatchesPerEpoch(batchSize); i++)
             {
                 using var scope = NewDisposeScope();
                 var batch = data.MicroBatch(order, i, batchSize);
                 if (batch.LossTokens == 0) continue;
-                sum += model.ComputeLoss(batch).to(ScalarType.Float64).item<double>() * batch.LossTokens;
+                var weighted = model.ComputeLoss(batch).to(ScalarType.Float64) * batch.LossTokens;
+                sum = (sum is null ? weighted : sum + weighted).MoveToOuterDisposeScope();
                 count += batch.LossTokens;
             }
-            var mean = count == 0 ? double.NaN : sum / count;
+            var mean = count == 0 || sum is null ? double.NaN : sum.item<double>() / count;
             return new EvalRecord(afterStep, mean, Math.Exp(mean), count);
         }
         finally
