@@ -20,6 +20,20 @@ public static class Losses
         return nn.functional.cross_entropy(shiftLogits, shiftLabels, ignore_index: IgnoreIndex).MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// <see cref="CausalLM(Tensor, Tensor)"/> of the logits <c>hidden @ weight^T + bias</c>, computed <paramref name="chunkTokens"/>
+    /// tokens at a time so that the [B, T, vocab] logits and their gradient never exist (0: chunks of about 256 MB of float32 logits).
+    /// Same numbers, within rounding; gradients flow to whichever of hidden, weight and bias require them.
+    /// </summary>
+    public static Tensor CausalLMFused(Tensor hidden, Tensor weight, Tensor? bias, Tensor labels, long chunkTokens = 0)
+    {
+        long rows = FusedLinearCrossEntropy.ChunkRows(weight.shape[0], chunkTokens);
+        bool grad = is_grad_enabled() && (hidden.requires_grad || weight.requires_grad || bias?.requires_grad == true);
+        return grad
+            ? FusedLinearCrossEntropy.apply(hidden, weight, bias!, labels, rows)
+            : FusedLinearCrossEntropy.Run(hidden, weight, bias, labels, rows, false, false, false).Loss;
+    }
+
     /// <summary>Sum of token losses and the number of counted tokens (for exact means over many batches).</summary>
     public static (double Sum, long Count) CausalLMSum(Tensor logits, Tensor labels)
     {

@@ -20,6 +20,9 @@ public abstract class PretrainedModel : nn.Module, ILanguageModel
     /// <summary>Logits: [B, T, vocab] for language models, [B, labels] for classifiers.</summary>
     public abstract Tensor Forward(ModelInputs inputs);
 
+    /// <inheritdoc cref="ILanguageModel.HiddenAndHead"/>
+    public virtual (Tensor Hidden, Linear Head)? HiddenAndHead(ModelInputs inputs) => null;
+
     /// <summary>A cache sized for this model's layers; prefix-style adapters pre-fill it.</summary>
     public virtual KvCache NewCache() => new(Config.NumLayers);
 

@@ -123,16 +123,17 @@ public sealed partial class PeftModel : ILanguageModel
         active.Remove(name);
     }
 
-    public Tensor Forward(ModelInputs inputs)
-    {
-        if (!adaptersDisabled && active.Count == 1 && extras.GetValueOrDefault(active[0]) is IPromptAdapter prompt)
-            return prompt.Forward(Base, inputs);
-        return Base.Forward(inputs);
-    }
+    // A prompt-learning adapter runs the model itself (virtual tokens, a pre-filled cache).
+    IPromptAdapter? ActivePrompt => !adaptersDisabled && active.Count == 1 ? extras.GetValueOrDefault(active[0]) as IPromptAdapter : null;
+
+    public Tensor Forward(ModelInputs inputs) => ActivePrompt is { } prompt ? prompt.Forward(Base, inputs) : Base.Forward(inputs);
+
+    /// <summary>The adapted base model's hidden states and head; null under a prompt-learning adapter, which changes the sequence.</summary>
+    public (Tensor Hidden, Linear Head)? HiddenAndHead(ModelInputs inputs) =>
+        ActivePrompt is null ? Base.HiddenAndHead(inputs) : null;
 
     public KvCache NewCache() =>
-        !adaptersDisabled && active.Count == 1 && extras.GetValueOrDefault(active[0]) is IPromptAdapter prompt
-            ? prompt.NewCache(Base, 1) : Base.NewCache();
+        ActivePrompt is { } prompt ? prompt.NewCache(Base, 1) : Base.NewCache();
 
     /// <summary>Parameters of one adapter: its layer weights, modules_to_save copies, model-level state, trained biases.</summary>
     public IEnumerable<Parameter> AdapterParameters(string adapter)

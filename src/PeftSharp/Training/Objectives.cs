@@ -9,8 +9,12 @@ namespace PeftSharp.Training;
 /// <summary>What a model is trained to minimise, and the glue from a <see cref="PeftModel"/> to the trainer.</summary>
 public static class Objectives
 {
-    /// <summary>Mean next-token cross-entropy over labelled tokens (labels are shifted inside, as transformers does).</summary>
-    public static Tensor CausalLM(ILanguageModel model, Batch b)
+    /// <summary>
+    /// Mean next-token cross-entropy over labelled tokens (labels are shifted inside, as transformers does). Where the model's
+    /// head is a plain linear layer the head and the loss run fused, <paramref name="chunkTokens"/> tokens at a time
+    /// (0: automatic), so that the [B, T, vocab] logits are never materialised.
+    /// </summary>
+    public static Tensor CausalLM(ILanguageModel model, Batch b, long chunkTokens = 0)
     {
         using var scope = NewDisposeScope();
         var dev = model.Device;
@@ -24,6 +28,8 @@ public static class Objectives
             SegmentIds = b.SegmentIds?.to(dev),
         };
         var labels = (b.Labels ?? b.InputIds).to(dev);
+        if (model.HiddenAndHead(inputs) is (var hidden, var head))
+            return Losses.CausalLMFused(hidden, head.weight!, head.bias, labels, chunkTokens).MoveToOuterDisposeScope();
         var logits = model.Forward(inputs);
         // Prompt-learning methods prepend virtual tokens to the logits; they predict nothing (PEFT pads with -100 too).
         long virtualTokens = logits.shape[1] - labels.shape[1];
@@ -43,9 +49,10 @@ public static class Objectives
     }
 
     /// <summary>The trainer's view of a PEFT model: its trainable parameters, its loss and how to save it.</summary>
-    public static TrainableModel ForPeft(PeftModel model, string task = "causal_lm") =>
+    /// <param name="chunkTokens">tokens per chunk of the fused causal-LM loss (0: automatic).</param>
+    public static TrainableModel ForPeft(PeftModel model, string task = "causal_lm", long chunkTokens = 0) =>
         new(model.TrainableParameters(),
-            task == "seq_cls" ? b => Classification(model, b) : b => CausalLM(model, b),
+            task == "seq_cls" ? b => Classification(model, b) : b => CausalLM(model, b, chunkTokens),
             dir => model.Save(dir))
         {
             SetTrainingMode = training => model.Base.train(training),

@@ -149,4 +149,8 @@ public sealed class Gpt2LMHeadModel : PretrainedModel
         using var scope = NewDisposeScope();
         return lm_head.call(transformer.Forward(inputs)).MoveToOuterDisposeScope();
     }
+
+    /// <summary>The head is fused with the loss only while it is a plain Linear (LoRA or modules_to_save wrap it).</summary>
+    public override (Tensor Hidden, Linear Head)? HiddenAndHead(ModelInputs inputs) =>
+        lm_head is Linear head ? (transformer.Forward(inputs), head) : null;
 }

@@ -81,4 +81,8 @@ public sealed class LlamaForCausalLM : PretrainedModel
         using var scope = NewDisposeScope();
         return lm_head.call(model.Forward(inputs)).MoveToOuterDisposeScope();
     }
+
+    /// <summary>The head is fused with the loss only while it is a plain Linear (LoRA or modules_to_save wrap it).</summary>
+    public override (Tensor Hidden, Linear Head)? HiddenAndHead(ModelInputs inputs) =>
+        lm_head is Linear head ? (model.Forward(inputs), head) : null;
 }
