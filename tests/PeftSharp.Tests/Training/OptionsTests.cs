@@ -66,6 +66,35 @@ public class OptionsTests
         Assert.Contains("option seed: 'abc' is not a whole number", e.Message);
         e = Assert.Throws<ArgumentException>(() => (new TrainingOptions() with { LrSchedulerType = "polynomial" }).Validate());
         Assert.Contains("lr_scheduler_type must be one of constant, constant_with_warmup, linear, cosine", e.Message);
+        e = Assert.Throws<ArgumentException>(() => (new TrainingOptions() with { Optim = "sgd" }).Validate());
+        Assert.Contains("option optim must be auto, adamw_torch or adamw_torch_fused", e.Message);
+    }
+
+    [Fact]
+    public void Device_values_are_checked_and_named()
+    {
+        Assert.Equal(TorchSharp.DeviceType.CPU, Devices.Parse("cpu").type);
+        var e = Assert.Throws<ArgumentException>(() => Devices.Parse("tpu", "option device"));
+        Assert.Contains("option device 'tpu' is not one of auto, cpu, cuda or cuda:N", e.Message);
+        if (!TorchSharp.torch.cuda.is_available())
+        {
+            Assert.Equal(TorchSharp.DeviceType.CPU, Devices.Parse("auto").type);
+            e = Assert.Throws<ArgumentException>(() => Devices.Parse("cuda:0"));
+            Assert.Contains("--device cuda:0: no CUDA device is usable", e.Message);
+        }
+    }
+
+    [Fact]
+    public void Layerwise_methods_refuse_the_fused_optimizer_by_name()
+    {
+        var model = new TrainableModel([("w", new TorchSharp.Modules.Parameter(TorchSharp.torch.zeros(2)))], _ => TorchSharp.torch.zeros(1), _ => { })
+        {
+            FixedParameterSet = false,
+        };
+        var data = PeftSharp.Data.BatchSource.FromInputIds(TorchSharp.torch.ones(2, 4, dtype: TorchSharp.torch.ScalarType.Int64));
+        var o = new TrainingOptions { Optim = "adamw_torch_fused", OutputDir = null, MaxSteps = 1 };
+        var e = Assert.Throws<ArgumentException>(() => Trainer.Run(model, data, null, o, new TrainerHooks { HandleCtrlC = false }));
+        Assert.Contains("optim adamw_torch_fused needs a fixed set of trainable parameters", e.Message);
     }
 
     [Fact]
