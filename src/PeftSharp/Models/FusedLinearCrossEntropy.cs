@@ -8,8 +8,8 @@ namespace PeftSharp.Models;
 /// ever exist (for a 152k vocabulary, 4096 tokens of float32 logits are 2.5 GB, and their gradient as much again).
 /// The gradients w.r.t. the hidden states and the head are computed chunk by chunk in the forward pass and only
 /// scaled in the backward pass, as Liger-Kernel's fused linear cross-entropy does (Hsu et al., 2024).
-/// Per chunk: z = (h W^T + b).float(), loss += Σ (logsumexp(z) - z[y]), dz = (softmax(z) - onehot(y)) / count,
-/// dh = dz.to(h) W, dW += dz^T h, db += Σ dz.
+/// Per chunk: z = (h W^T + b).float(), loss -= Σ log_softmax(z)[y], dz = softmax(z) - onehot(y), and with s = 1/count
+/// on rows that have a target (0 elsewhere): dh = s * (dz.to(h) W), dW += dz^T (s * h), db += s^T dz.
 /// </summary>
 internal sealed class FusedLinearCrossEntropy : autograd.SingleTensorFunction<FusedLinearCrossEntropy>
 {
@@ -71,19 +71,24 @@ internal sealed class FusedLinearCrossEntropy : autograd.SingleTensorFunction<Fu
             var hc = h.narrow(0, start, len);                                             // [n, H]
             var idx = index.narrow(0, start, len);
             var z = nn.functional.linear(hc, weight, bias).to(ScalarType.Float32);         // [n, V], as transformers casts logits
-            var lse = z.logsumexp(1, keepdim: true);                                      // [n, 1]
-            lossSum.add_(lse.sub(z.gather(1, idx)).squeeze(1).mul_(mask.narrow(0, start, len)).sum());
+            // log_softmax then the target's entry: cross_entropy's own arithmetic, and one pass over the chunk's logits.
+            var logp = z.log_softmax(1);
+            lossSum.sub_(logp.gather(1, idx).squeeze(1).mul_(mask.narrow(0, start, len)).sum());
             if (!anyGrad) continue;
-            // dz = (softmax - onehot) / count on counted rows, 0 elsewhere; in place, z is not needed again.
-            var dz = z.sub_(lse).exp_().scatter_add_(1, idx, minusOne!.narrow(0, 0, len)).mul_(rowScale.narrow(0, start, len).unsqueeze(1));
+            // softmax - onehot, in place; the 1/count (0 on rows without a target) scales the [n, H] results instead
+            // of the [n, V] chunk.
+            var dz = logp.exp_().scatter_add_(1, idx, minusOne!.narrow(0, 0, len));
             var dzh = dz.to(hidden.dtype);
-            if (wantH) gradH!.narrow(0, start, len).copy_(dzh.matmul(weight));
+            var scale = rowScale.narrow(0, start, len).unsqueeze(1);                      // [n, 1]
+            // The scale is applied in float32: 1/count rounded to bfloat16 would bias every gradient alike.
+            if (wantH) gradH!.narrow(0, start, len).copy_(dzh.matmul(weight).to(ScalarType.Float32).mul_(scale));
             if (wantW)
             {
-                if (weight.dtype == ScalarType.Float32) gradW!.addmm_(dzh.t(), hc);
-                else gradW!.add_(dzh.t().matmul(hc));
+                var scaledH = hc.to(ScalarType.Float32).mul(scale).to(hc.dtype);
+                if (weight.dtype == ScalarType.Float32) gradW!.addmm_(dzh.t(), scaledH);
+                else gradW!.add_(dzh.t().matmul(scaledH));
             }
-            if (wantB) gradB!.add_(dz.sum(dim: 0));
+            if (wantB) gradB!.add_(scale.t().matmul(dz).squeeze(0));
         }
         var loss = lossSum.squeeze(0).div(count); // 0 counted tokens give NaN, as cross_entropy's mean does
         return (loss.MoveToOuterDisposeScope(), gradH?.view(hidden.shape).MoveToOuterDisposeScope(),
