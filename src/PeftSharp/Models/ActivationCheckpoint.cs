@@ -65,6 +65,7 @@ public static class ActivationCheckpoint
                 autograd.backward([output], [grad]);
             }
             now.Restore();
+            now.Dispose();
             // One gradient per argument of apply: none for the block and the slot map, the hidden state's, and none
             // for the constants that ride along.
             var grads = new List<Tensor> { null!, null!, hidden.grad ?? zeros_like(hidden) };
@@ -85,7 +86,7 @@ public static class ActivationCheckpoint
     /// TorchSharp cannot read: a seed drawn from the CPU generator and set before the block runs, and set again
     /// before it is recomputed.
     /// </summary>
-    sealed class RngState
+    sealed class RngState : IDisposable
     {
         Tensor cpuState = null!;
         long? cudaSeed;
@@ -111,5 +112,7 @@ public static class ActivationCheckpoint
             random.set_rng_state(cpuState);
             if (cudaSeed is { } seed) cuda.manual_seed(seed);
         }
+
+        public void Dispose() => cpuState.Dispose();
     }
 }
