@@ -85,7 +85,7 @@ public sealed class AdamW : IOptimizer
     // lerp_ takes its weight as a tensor; one per dtype and device, made once (not a host-to-device copy per step).
     readonly Dictionary<(ScalarType, TorchSharp.DeviceType, int), Tensor> lerpWeights = new();
 
-    Tensor LerpWeight(Tensor p)
+    internal Tensor LerpWeight(Tensor p)
     {
         var key = (p.dtype, p.device_type, p.device_index);
         if (!lerpWeights.TryGetValue(key, out var w))
@@ -109,24 +109,32 @@ public sealed class AdamW : IOptimizer
                 state[name] = s;
             }
             s.Step++;
-            if (WeightDecay != 0) p.mul_(1 - lr * WeightDecay);
-            s.ExpAvg.lerp_(grad, LerpWeight(p));
-            s.ExpAvgSq.mul_(Beta2).addcmul_(grad, grad, 1 - Beta2);
-
-            double step = s.Step;
-            var biasCorrection1 = 1 - Math.Pow(Beta1, step);
-            var biasCorrection2 = 1 - Math.Pow(Beta2, step);
-            var stepSize = lr / biasCorrection1;
-            var biasCorrection2Sqrt = Math.Pow(biasCorrection2, 0.5);
-            Tensor denom;
-            if (s.MaxExpAvgSq is { } max)
-            {
-                max.copy_(maximum(max, s.ExpAvgSq));
-                denom = (max.sqrt() / biasCorrection2Sqrt).add_(Eps);
-            }
-            else denom = (s.ExpAvgSq.sqrt() / biasCorrection2Sqrt).add_(Eps);
-            p.addcdiv_(s.ExpAvg, denom, -stepSize);
+            Update(p, grad, s.ExpAvg, s.ExpAvgSq, s.MaxExpAvgSq, s.Step, lr, LerpWeight(p));
         }
+    }
+
+    /// <summary>
+    /// One AdamW update of <paramref name="p"/> in place, its moments updated alongside: the arithmetic of both this
+    /// optimizer (per parameter) and <see cref="FusedAdamW"/> (per flat buffer). <paramref name="lerpWeight"/> holds 1 - beta1.
+    /// </summary>
+    internal void Update(Tensor p, Tensor grad, Tensor expAvg, Tensor expAvgSq, Tensor? maxExpAvgSq, long step, double lr, Tensor lerpWeight)
+    {
+        if (WeightDecay != 0) p.mul_(1 - lr * WeightDecay);
+        expAvg.lerp_(grad, lerpWeight);
+        expAvgSq.mul_(Beta2).addcmul_(grad, grad, 1 - Beta2);
+
+        var biasCorrection1 = 1 - Math.Pow(Beta1, step);
+        var biasCorrection2 = 1 - Math.Pow(Beta2, step);
+        var stepSize = lr / biasCorrection1;
+        var biasCorrection2Sqrt = Math.Pow(biasCorrection2, 0.5);
+        Tensor denom;
+        if (maxExpAvgSq is { } max)
+        {
+            max.copy_(maximum(max, expAvgSq));
+            denom = (max.sqrt() / biasCorrection2Sqrt).add_(Eps);
+        }
+        else denom = (expAvgSq.sqrt() / biasCorrection2Sqrt).add_(Eps);
+        p.addcdiv_(expAvg, denom, -stepSize);
     }
 
     /// <summary>
@@ -156,6 +164,13 @@ public sealed class AdamW : IOptimizer
         ["amsgrad"] = Amsgrad ? "true" : "false",
     };
 
+    /// <summary>State saved with amsgrad on has a third moment the other setting would ignore (or miss): refuse the mismatch.</summary>
+    internal void CheckSameAmsgrad(SafetensorsFile file)
+    {
+        if (file.Metadata.TryGetValue("amsgrad", out var a) && (a == "true") != Amsgrad)
+            throw new InvalidDataException($"{file.Path}: saved with amsgrad={a} but this run has amsgrad={(Amsgrad ? "true" : "false")}");
+    }
+
     public void Save(string path)
     {
         var d = StateDict();
@@ -170,8 +185,7 @@ public sealed class AdamW : IOptimizer
     public void Load(string path)
     {
         using var file = SafetensorsFile.Open(path);
-        if (file.Metadata.TryGetValue("amsgrad", out var a) && (a == "true") != Amsgrad)
-            throw new InvalidDataException($"{path}: saved with amsgrad={a} but this run has amsgrad={(Amsgrad ? "true" : "false")}");
+        CheckSameAmsgrad(file);
         var byName = parameters.ToDictionary(p => p.Name, p => p.P);
         var names = file.Names.Where(n => n.EndsWith(".step")).Select(n => n[..^".step".Length]).ToList();
         foreach (var old in state.Values) DisposeState(old);

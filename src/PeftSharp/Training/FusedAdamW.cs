@@ -19,9 +19,9 @@ public sealed class FusedAdamW : IOptimizer
         public long Numel => Shape.Aggregate(1L, (a, b) => a * b);
     }
 
-    sealed class Group(Tensor parameters, Tensor gradients, List<Member> members, Tensor lerpWeight)
+    sealed class Group(Tensor parameters, Tensor gradients, List<Member> members)
     {
-        public readonly Tensor Params = parameters, Grads = gradients, LerpWeight = lerpWeight;
+        public readonly Tensor Params = parameters, Grads = gradients;
         public readonly List<Member> Members = members;
         public Tensor? ExpAvg, ExpAvgSq, MaxExpAvgSq;
         public long Step;
@@ -30,20 +30,21 @@ public sealed class FusedAdamW : IOptimizer
     }
 
     readonly List<Group> groups = new();
+    // The per-parameter optimizer holds the hyper-parameters, the update arithmetic and the file conventions; this one
+    // only applies them to flat buffers.
+    readonly AdamW rule;
 
-    public double Beta1 { get; }
-    public double Beta2 { get; }
-    public double Eps { get; }
-    public double WeightDecay { get; }
-    public bool Amsgrad { get; }
+    public double Beta1 => rule.Beta1;
+    public double Beta2 => rule.Beta2;
+    public double Eps => rule.Eps;
+    public double WeightDecay => rule.WeightDecay;
+    public bool Amsgrad => rule.Amsgrad;
 
     /// <summary>Packs <paramref name="parameters"/> (their values are kept) and points their gradients at the flat buffer.</summary>
     public FusedAdamW(IReadOnlyList<(string Name, Parameter P)> parameters, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8,
         double weightDecay = 0.01, bool amsgrad = false)
     {
-        var duplicate = parameters.GroupBy(p => p.Name).FirstOrDefault(g => g.Count() > 1);
-        if (duplicate is not null) throw new ArgumentException($"parameter name '{duplicate.Key}' appears twice");
-        (Beta1, Beta2, Eps, WeightDecay, Amsgrad) = (beta1, beta2, eps, weightDecay, amsgrad);
+        rule = new AdamW(parameters, beta1, beta2, eps, weightDecay, amsgrad);
         using var _ = no_grad();
         foreach (var same in parameters.GroupBy(p => (p.P.dtype, p.P.device_type, p.P.device_index)))
         {
@@ -59,7 +60,7 @@ public sealed class FusedAdamW : IOptimizer
             var first = same.First().P;
             var flat = zeros(offset, dtype: first.dtype, device: first.device).DetachFromDisposeScope();
             var grads = zeros(offset, dtype: first.dtype, device: first.device).DetachFromDisposeScope();
-            var group = new Group(flat, grads, members, tensor(1 - beta1, first.dtype, first.device).DetachFromDisposeScope());
+            var group = new Group(flat, grads, members);
             foreach (var m in members)
             {
                 using var view = group.View(flat, m);
@@ -98,20 +99,7 @@ public sealed class FusedAdamW : IOptimizer
             g.ExpAvgSq ??= zeros_like(g.Params).DetachFromDisposeScope();
             if (Amsgrad) g.MaxExpAvgSq ??= zeros_like(g.Params).DetachFromDisposeScope();
             g.Step++;
-            if (WeightDecay != 0) g.Params.mul_(1 - lr * WeightDecay);
-            g.ExpAvg.lerp_(g.Grads, g.LerpWeight);
-            g.ExpAvgSq.mul_(Beta2).addcmul_(g.Grads, g.Grads, 1 - Beta2);
-            double step = g.Step;
-            var stepSize = lr / (1 - Math.Pow(Beta1, step));
-            var biasCorrection2Sqrt = Math.Pow(1 - Math.Pow(Beta2, step), 0.5);
-            Tensor denom;
-            if (g.MaxExpAvgSq is { } max)
-            {
-                max.copy_(maximum(max, g.ExpAvgSq));
-                denom = (max.sqrt() / biasCorrection2Sqrt).add_(Eps);
-            }
-            else denom = (g.ExpAvgSq.sqrt() / biasCorrection2Sqrt).add_(Eps);
-            g.Params.addcdiv_(g.ExpAvg, denom, -stepSize);
+            rule.Update(g.Params, g.Grads, g.ExpAvg, g.ExpAvgSq, g.MaxExpAvgSq, g.Step, lr, rule.LerpWeight(g.Params));
         }
     }
 
@@ -154,14 +142,7 @@ public sealed class FusedAdamW : IOptimizer
                 d[m.Name + ".step"] = tensor(g.Step);
             }
         }
-        SafetensorsWriter.Save(path, d, new Dictionary<string, string>
-        {
-            ["optimizer"] = "adamw",
-            ["betas"] = FormattableString.Invariant($"{Beta1:R},{Beta2:R}"),
-            ["eps"] = FormattableString.Invariant($"{Eps:R}"),
-            ["weight_decay"] = FormattableString.Invariant($"{WeightDecay:R}"),
-            ["amsgrad"] = Amsgrad ? "true" : "false",
-        });
+        SafetensorsWriter.Save(path, d, rule.Metadata());
     }
 
     /// <summary>Restores state written by <see cref="Save"/> or by <see cref="AdamW.Save"/> (the files are the same).</summary>
@@ -169,8 +150,7 @@ public sealed class FusedAdamW : IOptimizer
     {
         using var _ = no_grad();
         using var file = SafetensorsFile.Open(path);
-        if (file.Metadata.TryGetValue("amsgrad", out var a) && (a == "true") != Amsgrad)
-            throw new InvalidDataException($"{path}: saved with amsgrad={a} but this run has amsgrad={(Amsgrad ? "true" : "false")}");
+        rule.CheckSameAmsgrad(file);
         var known = groups.SelectMany(g => g.Members).Select(m => m.Name).ToHashSet();
         var stranger = file.Names.Where(n => n.EndsWith(".step")).Select(n => n[..^".step".Length]).FirstOrDefault(n => !known.Contains(n));
         if (stranger is not null)
@@ -214,11 +194,11 @@ public sealed class FusedAdamW : IOptimizer
         {
             g.Params.Dispose();
             g.Grads.Dispose();
-            g.LerpWeight.Dispose();
             g.ExpAvg?.Dispose();
             g.ExpAvgSq?.Dispose();
             g.MaxExpAvgSq?.Dispose();
         }
         groups.Clear();
+        rule.Dispose();
     }
 }
