@@ -29,8 +29,11 @@ public static class ActivationCheckpoint
         return CheckpointFunction.apply([block, slots, .. present]);
     }
 
-    /// <summary>Whether a forward in this state should checkpoint: training with gradients on.</summary>
-    public static bool Applies(nn.Module module) => module.training && is_grad_enabled();
+    /// <summary>
+    /// Whether a forward of <paramref name="module"/> on <paramref name="inputs"/> should checkpoint: training with
+    /// gradients on, and no KV cache (prefix tuning's is appended to by each layer, so a layer cannot be replayed).
+    /// </summary>
+    public static bool Applies(nn.Module module, ModelInputs inputs) => module.training && is_grad_enabled() && inputs.Cache is null;
 
     sealed class CheckpointFunction : autograd.SingleTensorFunction<CheckpointFunction>
     {

@@ -49,6 +49,14 @@ public static class BaseLayers
     };
 
     /// <summary>The weight as [out, in] whatever the storage (GPT-2's Conv1D stores [in, out]).</summary>
+    /// <summary>
+    /// In and out features of a layer that must be a Linear, as PEFT's LoHa, LoKr and MiSS layers require; anything
+    /// else is refused naming <paramref name="method"/>.
+    /// </summary>
+    public static (long In, long Out) LinearFeatures(Module m, string method) => KindOf(m) == BaseKind.Linear
+        ? Features(m)
+        : throw new NotSupportedException($"{method} wraps Linear layers (as PEFT does), not {m.GetType().Name}");
+
     public static Tensor WeightOutIn(Module m) => m is Conv1D c ? c.weight.t() : Weight(m);
 
     /// <summary>A delta given as [out, in] in the layer's storage layout.</summary>

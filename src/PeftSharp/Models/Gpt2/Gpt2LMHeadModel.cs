@@ -116,7 +116,7 @@ public sealed class Gpt2Model : nn.Module
         var pos = inputs.PositionIds ?? arange(past, past + t, device: x.device).unsqueeze(0).expand(b, t);
         x = x + wpe.call(pos);
         var mask = AttentionMasks.Build(inputs, past, causal: true, x.dtype, x.device);
-        bool checkpoint = GradientCheckpointing && inputs.Cache is null && ActivationCheckpoint.Applies(this);
+        bool checkpoint = GradientCheckpointing && ActivationCheckpoint.Applies(this, inputs);
         foreach (var block in h)
             x = checkpoint ? ActivationCheckpoint.Run(xs => block.Forward(xs[0]!, xs[1], null), x, mask) : block.Forward(x, mask, inputs.Cache);
         return ln_f.call(x).MoveToOuterDisposeScope();

@@ -37,8 +37,7 @@ public sealed class LlamaModel : nn.Module
         var pos = inputs.PositionIds ?? arange(past, past + t, device: h.device).unsqueeze(0).expand(b, t);
         var (cos, sin) = rope.CosSin(pos, h.dtype);
         var mask = AttentionMasks.Build(inputs, past, causal: true, h.dtype, h.device, config.SlidingWindow);
-        // A KV cache (prefix tuning's) is appended to by each layer, so it cannot be recomputed.
-        bool checkpoint = GradientCheckpointing && inputs.Cache is null && ActivationCheckpoint.Applies(this);
+        bool checkpoint = GradientCheckpointing && ActivationCheckpoint.Applies(this, inputs);
         foreach (var layer in layers)
         {
             h = checkpoint

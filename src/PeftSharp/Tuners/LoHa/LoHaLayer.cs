@@ -25,10 +25,8 @@ public sealed class LoHaLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
 
     public LoHaLayer(Module<Tensor, Tensor> baseLayer) : base("LoHaLayer")
     {
-        if (BaseLayers.KindOf(baseLayer) != BaseKind.Linear)
-            throw new NotSupportedException($"LoHa wraps Linear layers (as PEFT does), not {baseLayer.GetType().Name}");
+        (inFeatures, outFeatures) = BaseLayers.LinearFeatures(baseLayer, "LoHa");
         base_layer = baseLayer;
-        (inFeatures, outFeatures) = BaseLayers.Features(baseLayer);
         RegisterComponents();
         train(baseLayer.training); // a new wrapper would otherwise be in training mode inside an eval model
     }

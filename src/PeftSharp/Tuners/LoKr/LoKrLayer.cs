@@ -26,10 +26,8 @@ public sealed class LoKrLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
 
     public LoKrLayer(Module<Tensor, Tensor> baseLayer) : base("LoKrLayer")
     {
-        if (BaseLayers.KindOf(baseLayer) != BaseKind.Linear)
-            throw new NotSupportedException($"LoKr wraps Linear layers (as PEFT does), not {baseLayer.GetType().Name}");
+        (inFeatures, outFeatures) = BaseLayers.LinearFeatures(baseLayer, "LoKr");
         base_layer = baseLayer;
-        (inFeatures, outFeatures) = BaseLayers.Features(baseLayer);
         RegisterComponents();
         train(baseLayer.training); // a new wrapper would otherwise be in training mode inside an eval model
     }

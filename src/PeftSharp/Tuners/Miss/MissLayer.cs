@@ -26,10 +26,8 @@ public sealed class MissLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
 
     public MissLayer(Module<Tensor, Tensor> baseLayer) : base("MissLayer")
     {
-        if (BaseLayers.KindOf(baseLayer) != BaseKind.Linear)
-            throw new NotSupportedException($"MiSS wraps Linear layers (as PEFT does), not {baseLayer.GetType().Name}");
+        (inFeatures, outFeatures) = BaseLayers.LinearFeatures(baseLayer, "MiSS");
         base_layer = baseLayer;
-        (inFeatures, outFeatures) = BaseLayers.Features(baseLayer);
         RegisterComponents();
         train(baseLayer.training); // a new wrapper would otherwise be in training mode inside an eval model
     }
