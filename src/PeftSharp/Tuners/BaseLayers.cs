@@ -50,12 +50,18 @@ public static class BaseLayers
 
     /// <summary>The weight as [out, in] whatever the storage (GPT-2's Conv1D stores [in, out]).</summary>
     /// <summary>
-    /// In and out features of a layer that must be a Linear, as PEFT's LoHa, LoKr and MiSS layers require; anything
-    /// else is refused naming <paramref name="method"/>.
+    /// In and out features of a layer that must be a Linear (LoHa, LoKr, MiSS, as in PEFT) or, with
+    /// <paramref name="conv1D"/>, a Linear or GPT-2 Conv1D ((IA)^3, AdaLoRA, VeRA); anything else is refused naming
+    /// <paramref name="method"/>.
     /// </summary>
-    public static (long In, long Out) LinearFeatures(Module m, string method) => KindOf(m) == BaseKind.Linear
-        ? Features(m)
-        : throw new NotSupportedException($"{method} wraps Linear layers (as PEFT does), not {m.GetType().Name}");
+    public static (long In, long Out) LinearFeatures(Module m, string method, bool conv1D = false)
+    {
+        var kind = KindOf(m);
+        if (kind == BaseKind.Linear || (conv1D && kind == BaseKind.Conv1D)) return Features(m);
+        throw new NotSupportedException(conv1D
+            ? $"{method} wraps Linear and Conv1D layers, not {m.GetType().Name}"
+            : $"{method} wraps Linear layers (as PEFT does), not {m.GetType().Name}");
+    }
 
     public static Tensor WeightOutIn(Module m) => m is Conv1D c ? c.weight.t() : Weight(m);
 

@@ -22,10 +22,8 @@ public sealed class AdaLoraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
 
     public AdaLoraLayer(Module<Tensor, Tensor> baseLayer) : base("AdaLoraLayer")
     {
-        if (BaseLayers.KindOf(baseLayer) is not (BaseKind.Linear or BaseKind.Conv1D))
-            throw new NotSupportedException($"AdaLoRA wraps Linear and Conv1D layers, not {baseLayer.GetType().Name}");
+        (InFeatures, OutFeatures) = BaseLayers.LinearFeatures(baseLayer, "AdaLoRA", conv1D: true);
         base_layer = baseLayer;
-        (InFeatures, OutFeatures) = BaseLayers.Features(baseLayer);
         RegisterComponents();
         train(baseLayer.training); // a new wrapper would otherwise be in training mode inside an eval model
     }

@@ -19,11 +19,9 @@ public sealed class IA3Layer : Module<Tensor, Tensor>, ITunerLayer
 
     public IA3Layer(Module<Tensor, Tensor> baseLayer, bool isFeedforward) : base("IA3Layer")
     {
-        if (BaseLayers.KindOf(baseLayer) is not (BaseKind.Linear or BaseKind.Conv1D))
-            throw new NotSupportedException($"(IA)^3 wraps Linear and Conv1D layers, not {baseLayer.GetType().Name}");
+        (inFeatures, outFeatures) = BaseLayers.LinearFeatures(baseLayer, "(IA)^3", conv1D: true);
         base_layer = baseLayer;
         IsFeedforward = isFeedforward;
-        (inFeatures, outFeatures) = BaseLayers.Features(baseLayer);
         RegisterComponents();
         train(baseLayer.training); // a new wrapper would otherwise be in training mode inside an eval model
     }

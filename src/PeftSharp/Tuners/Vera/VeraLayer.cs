@@ -21,10 +21,8 @@ public sealed class VeraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
 
     public VeraLayer(Module<Tensor, Tensor> baseLayer) : base("VeraLayer")
     {
-        if (BaseLayers.KindOf(baseLayer) is not (BaseKind.Linear or BaseKind.Conv1D))
-            throw new NotSupportedException($"VeRA wraps Linear and Conv1D layers, not {baseLayer.GetType().Name}");
+        (InFeatures, OutFeatures) = BaseLayers.LinearFeatures(baseLayer, "VeRA", conv1D: true);
         base_layer = baseLayer;
-        (InFeatures, OutFeatures) = BaseLayers.Features(baseLayer);
         RegisterComponents();
         train(baseLayer.training); // a new wrapper would otherwise be in training mode inside an eval model
     }
