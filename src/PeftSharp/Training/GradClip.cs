@@ -13,24 +13,16 @@ public static class GradClip
     /// </summary>
     public static double ClipGradNorm(IEnumerable<Tensor> parameters, double maxNorm, double normType = 2.0)
     {
-        using var total = ClipGradNormTensor(parameters, maxNorm, normType);
-        return total.to(ScalarType.Float64).item<double>();
-    }
-
-    /// <summary>
-    /// As <see cref="ClipGradNorm"/>, but the norm stays a (float32) tensor on the gradients' device, so that nothing
-    /// waits for the GPU: the trainer reads it with the step's loss, in one transfer.
-    /// </summary>
-    public static Tensor ClipGradNormTensor(IEnumerable<Tensor> parameters, double maxNorm, double normType = 2.0)
-    {
         using var scope = NewDisposeScope();
         var grads = parameters.Select(p => p.grad).Where(g => g is not null).Cast<Tensor>().ToList();
-        return ClipGradientsTensor(grads, maxNorm, normType).MoveToOuterDisposeScope();
+        return ClipGradientsTensor(grads, maxNorm, normType).to(ScalarType.Float64).item<double>();
     }
 
     /// <summary>
     /// Clips the gradients themselves (<paramref name="grads"/>: one per parameter, or the flat buffers of
     /// <see cref="FusedAdamW"/>, which take a handful of kernels where one per parameter would take hundreds).
+    /// The norm stays a tensor on the gradients' device, so nothing waits for the GPU: the trainer reads it with the
+    /// step's loss, in one transfer.
     /// </summary>
     public static Tensor ClipGradientsTensor(IReadOnlyList<Tensor> grads, double maxNorm, double normType = 2.0)
     {
