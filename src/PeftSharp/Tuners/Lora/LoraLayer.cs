@@ -147,8 +147,8 @@ public sealed class LoraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
     /// <summary>
     /// Mixed precision as autocast would run it, without autocast: float32 master weights are cast to the
     /// activations' dtype (r x in and out x r: cheap) instead of the activations to float32 ([tokens x in]: not),
-    /// the scaling is folded into B, and the product is added into the base output with one addmm, so the only
-    /// new activation-sized tensor is the rank-r intermediate. Gradients reach the float32 weights through the casts.
+    /// the scaling is folded into B, and the product and the sum with the base output are one addmm (no separate
+    /// [tokens x out] product). Gradients reach the float32 weights through the casts.
     /// </summary>
     Tensor AddLowPrecision(Tensor result, Tensor x, string a)
     {
