@@ -1,0 +1,91 @@
+using PeftSharp.Models;
+using PeftSharp.Peft;
+using PeftSharp.Tuners;
+using PeftSharp.Tuners.IA3;
+using PeftSharp.Tuners.LoHa;
+using PeftSharp.Tuners.Lora;
+using PeftSharp.Tests.Tuners;
+using Xunit.Abstractions;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Tests.Models;
+
+/// <summary>Adapters on the new architectures: what all-linear picks, a few Adam steps, save and reload, merge, save merged.</summary>
+[Collection(SerialRng.Name)]
+public class NewArchitectureTuningTests(ITestOutputHelper output)
+{
+    public static readonly TheoryData<string, string> AllLinearTargets = new()
+    {
+        { "tiny-qwen3", "q_proj k_proj v_proj o_proj gate_proj up_proj down_proj" },
+        { "tiny-gemma2", "q_proj k_proj v_proj o_proj gate_proj up_proj down_proj" },
+        { "tiny-gemma3", "q_proj k_proj v_proj o_proj gate_proj up_proj down_proj" },
+        { "tiny-phi3", "qkv_proj o_proj gate_up_proj down_proj" },
+    };
+
+    [Theory]
+    [MemberData(nameof(AllLinearTargets))]
+    public void Lora_on_all_linear_layers_trains_saves_reloads_merges_and_saves_merged(string name, string targets)
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(5);
+        var folder = NewArchitectureParityTests.Folder(name);
+        var pm = PeftModel.Create(AutoModel.Load(folder), new LoraConfig { R = 4, LoraAlpha = 8, TargetModules = ["all-linear"] });
+        var wrapped = pm.Base.named_modules().Where(m => m.module is ITunerLayer).Select(m => m.name.Split('.')[^1]).Distinct();
+        Assert.Equal(targets.Split(' ').Order(), wrapped.Order()); // the head (tied or not) and the norms are never targets
+
+        var inputs = NewArchitectureParityTests.Inputs(name);
+        var losses = MethodTrainingTests.Train(pm, inputs, steps: 6, lr: 2e-2);
+        output.WriteLine($"{name}: losses {string.Join(", ", losses.Select(l => l.ToString("F4")))}");
+        Assert.True(losses[^1] < losses[0] - 0.02, $"{name}: loss went {losses[0]:F4} -> {losses[^1]:F4}");
+
+        pm.Base.eval();
+        using var _ = no_grad();
+        var trained = pm.Forward(inputs);
+        Assert.True(Numerics.MaxAbsDiff(NewArchitectureParityTests.Expected(name, "logits"), trained) > 1e-3, "training changed nothing");
+        var dir = IO.SafetensorsTests.TempDir();
+        pm.Save(Path.Combine(dir, "adapter"));
+        Numerics.Close(trained, PeftModel.FromPretrained(AutoModel.Load(folder), Path.Combine(dir, "adapter")).Forward(inputs), 1e-5, "reloaded");
+        var merged = pm.MergeAndUnload();
+        Numerics.Close(trained, merged.Forward(inputs), 1e-4, "merged");
+        ModelSaving.SavePretrained(merged, folder, Path.Combine(dir, "merged"));
+        Numerics.Close(trained, AutoModel.Load(Path.Combine(dir, "merged")).Forward(inputs), 1e-4, "merged, saved, loaded");
+    }
+
+    /// <summary>Other methods on Phi-3's fused projections and on Gemma 2's soft-capped logits.</summary>
+    public static readonly TheoryData<string, string> Methods = new()
+    {
+        { "tiny-phi3", "ia3" }, { "tiny-phi3", "loha" }, { "tiny-phi3", "dora" },
+        { "tiny-gemma2", "ia3" }, { "tiny-gemma3", "loha" }, { "tiny-qwen3", "dora" },
+    };
+
+    [Theory]
+    [MemberData(nameof(Methods))]
+    public void Other_methods_train_and_round_trip(string name, string method)
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(6);
+        bool phi = name == "tiny-phi3";
+        string attn = phi ? "qkv_proj" : "v_proj", up = phi ? "gate_up_proj" : "up_proj";
+        PeftConfig config = method switch
+        {
+            "ia3" => new IA3Config { TargetModules = ModuleSelector.Of(attn, "down_proj"), FeedforwardModules = ModuleSelector.Of("down_proj") },
+            "loha" => new LoHaConfig { R = 4, Alpha = 8, TargetModules = ModuleSelector.Of(attn, up) },
+            "dora" => new LoraConfig { R = 4, LoraAlpha = 8, UseDora = true, TargetModules = ModuleSelector.Of(attn, "o_proj") },
+            _ => throw new ArgumentException(method),
+        };
+        var folder = NewArchitectureParityTests.Folder(name);
+        var pm = PeftModel.Create(AutoModel.Load(folder), config);
+        var inputs = NewArchitectureParityTests.Inputs(name);
+        var losses = MethodTrainingTests.Train(pm, inputs, steps: 6, lr: method == "ia3" ? 0.1 : 2e-2);
+        output.WriteLine($"{name} {method}: losses {string.Join(", ", losses.Select(l => l.ToString("F4")))}");
+        Assert.True(losses[^1] < losses[0] - 0.02, $"{name} {method}: loss went {losses[0]:F4} -> {losses[^1]:F4}");
+        pm.Base.eval();
+        using var _ = no_grad();
+        var trained = pm.Forward(inputs);
+        var dir = IO.SafetensorsTests.TempDir();
+        pm.Save(dir);
+        Numerics.Close(trained, PeftModel.FromPretrained(AutoModel.Load(folder), dir).Forward(inputs), 1e-5, "reloaded");
+        pm.MergeAdapter();
+        Numerics.Close(trained, pm.Forward(inputs), 1e-4, "merged");
+    }
+}
