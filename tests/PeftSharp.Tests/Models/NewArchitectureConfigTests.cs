@@ -140,4 +140,26 @@ public class NewArchitectureConfigTests
         Assert.Equal(("gemma3_text", "Gemma3ForCausalLM"), (back.ModelType, back.Architecture));
         Numerics.Close(expected, AutoModel.Load(saved).Forward(inputs), 1e-4, "saved text-only");
     }
+
+    [Fact]
+    public void Gemma_scales_embeddings_by_sqrt_hidden_rounded_to_the_embedding_dtype()
+    {
+        using var scope = NewDisposeScope();
+        // sqrt(3072) = 55.4256 is 55.5 in bfloat16: transformers multiplies by the rounded scalar.
+        var c = ModelConfig.Parse(JsonNode.Parse("""
+            {"model_type": "gemma3_text", "vocab_size": 4, "hidden_size": 3072, "intermediate_size": 8, "num_hidden_layers": 0,
+             "num_attention_heads": 1, "num_key_value_heads": 1, "head_dim": 8}
+            """)!.AsObject());
+        var model = AutoModel.Create(c, ScalarType.BFloat16);
+        using var _ = no_grad();
+        var ids = tensor(new long[] { 0, 3 }).unsqueeze(0);
+        var raw = ((TorchSharp.Modules.Embedding)model.named_modules().First(m => m.name == "model.embed_tokens").module).call(ids);
+        Assert.True(Numerics.Same(raw * tensor(55.5f, ScalarType.BFloat16), model.Embed(ids)));
+        // Gemma 2 scales whatever reaches the decoder (ids or passed-in embeddings); its Embed is the plain lookup.
+        var g2 = AutoModel.Create(ModelConfig.Parse(JsonNode.Parse("""
+            {"model_type": "gemma2", "vocab_size": 4, "hidden_size": 3072, "intermediate_size": 8, "num_hidden_layers": 0,
+             "num_attention_heads": 1, "num_key_value_heads": 1, "head_dim": 8}
+            """)!.AsObject()), ScalarType.BFloat16);
+        Assert.True(Numerics.Same(((TorchSharp.Modules.Embedding)g2.named_modules().First(m => m.name == "model.embed_tokens").module).call(ids), g2.Embed(ids)));
+    }
 }

@@ -1,6 +1,8 @@
 using PeftSharp.Models;
 using PeftSharp.Peft;
 using PeftSharp.Tuners;
+using PeftSharp.Tuners.Bottleneck;
+using PeftSharp.Tuners.LnTuning;
 using PeftSharp.Tuners.IA3;
 using PeftSharp.Tuners.LoHa;
 using PeftSharp.Tuners.Lora;
@@ -87,5 +89,26 @@ public class NewArchitectureTuningTests(ITestOutputHelper output)
         Numerics.Close(trained, PeftModel.FromPretrained(AutoModel.Load(folder), dir).Forward(inputs), 1e-5, "reloaded");
         pm.MergeAdapter();
         Numerics.Close(trained, pm.Forward(inputs), 1e-4, "merged");
+    }
+
+    /// <summary>Methods whose targets come from the model type (PEFT's mappings) find them in the new families.</summary>
+    [Theory]
+    [InlineData("tiny-gemma2", "ln_tuning", 3 * 4 + 1)]
+    [InlineData("tiny-qwen3", "ln_tuning", 3)]
+    [InlineData("tiny-phi3", "bottleneck", 2 * 2)]
+    [InlineData("tiny-gemma3", "bottleneck", 4 * 2)]
+    public void Default_placements_exist_in_the_new_families(string name, string method, int wrapped)
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(7);
+        PeftConfig config = method == "ln_tuning" ? new LnTuningConfig { TaskType = "CAUSAL_LM" }
+            : new BottleneckConfig { AdapterType = "sequential", Placement = "both", ReductionFactor = 4 };
+        var pm = PeftModel.Create(AutoModel.Load(NewArchitectureParityTests.Folder(name)), config);
+        Assert.Equal(wrapped, pm.Base.named_modules().Count(m => m.module is ITunerLayer));
+        var inputs = NewArchitectureParityTests.Inputs(name);
+        using (no_grad())
+            Numerics.Close(NewArchitectureParityTests.Expected(name, "logits"), pm.Forward(inputs), 1e-4, "a fresh adapter starts as the identity");
+        var losses = MethodTrainingTests.Train(pm, inputs, steps: 6, lr: 2e-2);
+        Assert.True(losses[^1] < losses[0] - 0.02, $"{name} {method}: loss went {losses[0]:F4} -> {losses[^1]:F4}");
     }
 }

@@ -14,6 +14,8 @@ public sealed class GemmaRmsNorm : nn.Module<Tensor, Tensor>
     readonly double eps;
     public Parameter weight;
 
+    public double Eps => eps;
+
     public GemmaRmsNorm(long size, double eps, ScalarType dtype) : base("GemmaRmsNorm")
     {
         this.eps = eps;
