@@ -90,6 +90,11 @@ public class NewArchitectureConfigTests
              "num_attention_heads": 2, "sliding_window": 16, "max_window_layers": 0}
             """)!.AsObject());
         Assert.DoesNotContain(Enumerable.Range(0, 4), off.IsSliding);              // use_sliding_window defaults to false
+        var qwen2 = ModelConfig.Parse(JsonNode.Parse("""
+            {"model_type": "qwen2", "vocab_size": 8, "hidden_size": 64, "intermediate_size": 8, "num_hidden_layers": 3,
+             "num_attention_heads": 2, "use_sliding_window": true, "sliding_window": 16, "max_window_layers": 2}
+            """)!.AsObject());
+        Assert.Equal([false, false, true], Enumerable.Range(0, 3).Select(qwen2.IsSliding)); // Qwen2 follows the same rule
 
         var gemma2 = ModelConfig.Parse(JsonNode.Parse("""{"model_type": "gemma2", "num_hidden_layers": 4}""")!.AsObject());
         Assert.Equal((50.0, 30.0, 256.0, 256, 4096), (gemma2.AttnLogitSoftcapping, gemma2.FinalLogitSoftcapping, gemma2.QueryPreAttnScalar, gemma2.HeadDim, gemma2.SlidingWindow));

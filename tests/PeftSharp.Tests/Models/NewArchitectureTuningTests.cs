@@ -5,6 +5,7 @@ using PeftSharp.Tuners.Bottleneck;
 using PeftSharp.Tuners.LnTuning;
 using PeftSharp.Tuners.IA3;
 using PeftSharp.Tuners.LoHa;
+using PeftSharp.Tuners.PrefixTuning;
 using PeftSharp.Tuners.Lora;
 using PeftSharp.Tests.Tuners;
 using Xunit.Abstractions;
@@ -110,5 +111,47 @@ public class NewArchitectureTuningTests(ITestOutputHelper output)
             Numerics.Close(NewArchitectureParityTests.Expected(name, "logits"), pm.Forward(inputs), 1e-4, "a fresh adapter starts as the identity");
         var losses = MethodTrainingTests.Train(pm, inputs, steps: 6, lr: 2e-2);
         Assert.True(losses[^1] < losses[0] - 0.02, $"{name} {method}: loss went {losses[0]:F4} -> {losses[^1]:F4}");
+    }
+
+    /// <summary>
+    /// Virtual tokens reach the new attention paths: prefix keys through Gemma 2's eager, capped attention. Gemma's
+    /// head_dim is not hidden / heads, so (as in PEFT) prefix tuning needs token_dim = heads * head_dim spelled out.
+    /// </summary>
+    [Theory]
+    [InlineData("tiny-gemma2", "prefix")]
+    [InlineData("tiny-gemma3", "prompt")]
+    [InlineData("tiny-phi3", "prefix")]
+    public void Prompt_learning_trains_on_the_new_families(string name, string method)
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(8);
+        var config = name == "tiny-gemma2" ? new PrefixTuningConfig { NumVirtualTokens = 4, TokenDim = 4 * 16, TaskType = "CAUSAL_LM" }
+            : PromptLearningBehaviourTests.Config(method);
+        var pm = PeftModel.Create(AutoModel.Load(NewArchitectureParityTests.Folder(name)), config);
+        TrainingLoop.AssertLearns(pm, TrainingLoop.Batch(vocab: 96), steps: 6, lr: 5e-2, virtualPositions: method == "prompt" ? 4 : 0);
+    }
+
+    /// <summary>Recomputed layers get their own kind's RoPE and mask (Gemma 3: local and global layers differ in both).</summary>
+    [Fact]
+    public void Gradient_checkpointing_gives_the_plain_gradients_on_gemma3()
+    {
+        (double, Dictionary<string, Tensor>) Run(bool checkpointing)
+        {
+            manual_seed(9);
+            var pm = PeftModel.Create(AutoModel.Load(NewArchitectureParityTests.Folder("tiny-gemma3")), new LoraConfig { R = 4, TargetModules = ["all-linear"] });
+            using (no_grad())
+                foreach (var (n, p) in pm.TrainableParameters())
+                    if (n.Contains("lora_B")) p.copy_(randn_like(p) * 0.1);
+            pm.Base.train();
+            pm.Base.GradientCheckpointing = checkpointing;
+            var inputs = NewArchitectureParityTests.Inputs("tiny-gemma3");
+            var loss = Losses.CausalLM(pm.Forward(inputs), inputs.InputIds!);
+            loss.backward();
+            return (loss.item<float>(), pm.TrainableParameters().ToDictionary(p => p.Name, p => p.P.grad!.detach().clone()));
+        }
+        var (plainLoss, plain) = Run(false);
+        var (checkpointedLoss, checkpointed) = Run(true);
+        Assert.Equal(plainLoss, checkpointedLoss, 6);
+        foreach (var (n, g) in plain) Numerics.Close(g, checkpointed[n], 1e-5, n);
     }
 }
