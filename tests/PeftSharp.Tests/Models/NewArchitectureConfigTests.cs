@@ -118,6 +118,24 @@ public class NewArchitectureConfigTests
     }
 
     [Fact]
+    public void Bad_configs_are_named_with_what_to_fix()
+    {
+        var dir = IO.SafetensorsTests.TempDir();
+        var phi3 = Config4x("tiny-phi3");
+        phi3["rope_scaling"]!["long_factor"] = new JsonArray(1.0, 2.0);
+        File.WriteAllText(Path.Combine(dir, "config.json"), phi3.ToJsonString());
+        var e = Assert.Throws<InvalidDataException>(() => ModelConfig.Load(dir));
+        Assert.Contains("config.json: rope_scaling: short_factor has 6 entries and long_factor 2", e.Message);
+        var gemma = Config4x("tiny-gemma3");
+        gemma["layer_types"] = Strings("sliding_attention", "full_attention");
+        File.WriteAllText(Path.Combine(dir, "config.json"), gemma.ToJsonString());
+        Assert.Contains("layer_types has 2 entries but num_hidden_layers is 4", Assert.Throws<InvalidDataException>(() => ModelConfig.Load(dir)).Message);
+        gemma["layer_types"] = Strings("sliding_attention", "full_attention", "chunked_attention", "full_attention");
+        File.WriteAllText(Path.Combine(dir, "config.json"), gemma.ToJsonString());
+        Assert.Contains("layer_types entry 'chunked_attention' is not supported", Assert.Throws<NotSupportedException>(() => ModelConfig.Load(dir)).Message);
+    }
+
+    [Fact]
     public void A_multimodal_gemma3_checkpoint_loads_its_text_model_and_saves_as_text_only()
     {
         using var scope = NewDisposeScope();

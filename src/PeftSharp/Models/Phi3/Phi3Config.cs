@@ -23,6 +23,10 @@ internal static class Phi3Config
             RopeScaling = RopeScalingOf(o, rope), SlidingWindow = Int(o, "sliding_window"),
             PartialRotaryFactor = Dbl(o, "partial_rotary_factor") ?? (rope is null ? null : Dbl(rope, "partial_rotary_factor")) ?? 1.0,
         };
+        int rotaryHalf = (int)(c.HeadDim * c.PartialRotaryFactor) / 2;
+        if (c.RopeScaling is { ShortFactor: { } sf, LongFactor: { } lf } && (sf.Length != rotaryHalf || lf.Length != rotaryHalf))
+            throw new InvalidDataException($"rope_scaling: short_factor has {sf.Length} entries and long_factor {lf.Length}; " +
+                $"head_dim {c.HeadDim} x partial_rotary_factor {c.PartialRotaryFactor} needs {rotaryHalf} each");
         return WithTokenIds(c, o);
     }
 }
