@@ -36,30 +36,41 @@ public static class TextGenerator
         var finished = new bool[b];
         var eos = options.EosTokenIds.ToHashSet();
 
-        using var cache = model.NewCache();
+        var cache = model.NewCache();
         using var noGrad = no_grad();
         Tensor next = ids;
-        for (int step = 0; step < options.MaxNewTokens; step++)
+        try
         {
-            using var scope = NewDisposeScope();
-            // Positions count only real tokens, so left padding does not shift them (as transformers does).
-            var positions = (mask.cumsum(1) - 1).clamp_min(0)[.., TensorIndex.Slice(mask.shape[1] - next.shape[1])];
-            var logits = model.Forward(new ModelInputs { InputIds = next, AttentionMask = mask, PositionIds = positions, Cache = cache });
-            var scores = logits[.., -1, ..].to(ScalarType.Float32);
-            var token = Choose(scores, ids, options, gen);
-            var tokenList = token.cpu().data<long>().ToArray();
-            for (int i = 0; i < b; i++)
+            for (int step = 0; step < options.MaxNewTokens; step++)
             {
-                if (finished[i]) { tokenList[i] = pad; continue; }
-                produced[i].Add(tokenList[i]);
-                if (eos.Contains((int)tokenList[i])) finished[i] = true;
+                using var scope = NewDisposeScope();
+                // The whole sequence is run again when the model says its cache no longer fits (LongRoPE's switch).
+                if (model.CacheExpires(cache.Length, cache.Length + next.shape[1]))
+                {
+                    cache.Dispose();
+                    cache = model.NewCache();
+                    next = ids;
+                }
+                // Positions count only real tokens, so left padding does not shift them (as transformers does).
+                var positions = (mask.cumsum(1) - 1).clamp_min(0)[.., TensorIndex.Slice(mask.shape[1] - next.shape[1])];
+                var logits = model.Forward(new ModelInputs { InputIds = next, AttentionMask = mask, PositionIds = positions, Cache = cache });
+                var scores = logits[.., -1, ..].to(ScalarType.Float32);
+                var token = Choose(scores, ids, options, gen);
+                var tokenList = token.cpu().data<long>().ToArray();
+                for (int i = 0; i < b; i++)
+                {
+                    if (finished[i]) { tokenList[i] = pad; continue; }
+                    produced[i].Add(tokenList[i]);
+                    if (eos.Contains((int)tokenList[i])) finished[i] = true;
+                }
+                var chosen = tensor(tokenList, device: device).view(b, 1);
+                ids = cat([ids, chosen], 1).MoveToOuterDisposeScope();
+                mask = cat([mask, ones(b, 1, ScalarType.Int64, device: device)], 1).MoveToOuterDisposeScope();
+                next = chosen.MoveToOuterDisposeScope();
+                if (finished.All(f => f)) break;
             }
-            var chosen = tensor(tokenList, device: device).view(b, 1);
-            ids = cat([ids, chosen], 1).MoveToOuterDisposeScope();
-            mask = cat([mask, ones(b, 1, ScalarType.Int64, device: device)], 1).MoveToOuterDisposeScope();
-            next = chosen.MoveToOuterDisposeScope();
-            if (finished.All(f => f)) break;
         }
+        finally { cache.Dispose(); }
         return prompts.Select((p, i) => p.Concat(produced[i].Select(x => (int)x)).ToArray()).ToList();
     }
 

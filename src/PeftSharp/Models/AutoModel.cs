@@ -1,5 +1,7 @@
 using PeftSharp.IO;
 using PeftSharp.Models.Bert;
+using PeftSharp.Models.Gemma;
+using PeftSharp.Models.Phi3;
 using PeftSharp.Models.Gpt2;
 using PeftSharp.Models.Llama;
 using TorchSharp;
@@ -13,7 +15,9 @@ public static class AutoModel
 {
     public static PretrainedModel Create(ModelConfig c, ScalarType dtype = ScalarType.Float32) => c.ModelType switch
     {
-        "llama" or "mistral" or "qwen2" => new LlamaForCausalLM(c, dtype),
+        "llama" or "mistral" or "qwen2" or "qwen3" => LlamaForCausalLM.Create(c, dtype),
+        "gemma2" or "gemma3_text" => GemmaForCausalLM.Create(c, dtype),
+        "phi3" => Phi3ForCausalLM.Create(c, dtype),
         "gpt2" => new Gpt2LMHeadModel(c, dtype),
         "bert" when c.Architecture == "BertForSequenceClassification" || c.Architecture == "BertModel" => new BertForSequenceClassification(c, dtype),
         "bert" => throw new NotSupportedException($"BERT architecture '{c.Architecture}' is not supported (only BertForSequenceClassification)"),
@@ -61,11 +65,16 @@ public static class AutoModel
                 string.Join(", ", missing.Take(20)) + (missing.Count > 20 ? ", ..." : ""));
     }
 
-    // Base-model checkpoints (e.g. "h.0.attn..." for GPT-2, "embeddings..." for BERT) lack the head's prefix.
+    // Base-model checkpoints (e.g. "h.0.attn..." for GPT-2, "embeddings..." for BERT) lack the head's prefix;
+    // multimodal Gemma 3 ones keep the text model under "model.language_model." (5.x) or "language_model.model." (4.x).
     static string? ResolveName(Checkpoint ckpt, string name)
     {
         if (ckpt.Contains(name)) return name;
         int dot = name.IndexOf('.');
-        return dot > 0 && ckpt.Contains(name[(dot + 1)..]) ? name[(dot + 1)..] : null;
+        if (dot > 0 && ckpt.Contains(name[(dot + 1)..])) return name[(dot + 1)..];
+        string[] nested = name.StartsWith("model.", StringComparison.Ordinal)
+            ? ["model.language_model." + name[6..], "language_model." + name]
+            : ["language_model." + name];
+        return nested.FirstOrDefault(ckpt.Contains);
     }
 }

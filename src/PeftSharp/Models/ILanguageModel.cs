@@ -14,4 +14,11 @@ public interface ILanguageModel
     /// two (<see cref="Losses.CausalLMFused"/>); null where the head is adapted, absent or not the last step.
     /// </summary>
     (Tensor Hidden, TorchSharp.Modules.Linear Head)? HiddenAndHead(ModelInputs inputs) => null;
+
+    /// <summary>
+    /// Whether a cache holding <paramref name="cached"/> positions must be dropped and the whole sequence re-run to reach
+    /// <paramref name="total"/> positions: LongRoPE (Phi-3) switches to its long factors past the original length, and
+    /// keys cached under the short ones no longer fit, so transformers re-fills the cache once at that step.
+    /// </summary>
+    bool CacheExpires(long cached, long total) => false;
 }

@@ -28,6 +28,9 @@ public abstract class PretrainedModel : nn.Module, ILanguageModel
 
     public Device Device => parameters().First().device;
 
+    /// <inheritdoc cref="ILanguageModel.CacheExpires"/>
+    public virtual bool CacheExpires(long cached, long total) => false;
+
     /// <summary>Token embeddings [B, T, H] of ids, as the model's input layer computes them.</summary>
     public abstract Tensor Embed(Tensor inputIds);
 

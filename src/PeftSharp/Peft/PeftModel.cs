@@ -135,6 +135,8 @@ public sealed partial class PeftModel : ILanguageModel
     public KvCache NewCache() =>
         ActivePrompt is { } prompt ? prompt.NewCache(Base, 1) : Base.NewCache();
 
+    public bool CacheExpires(long cached, long total) => Base.CacheExpires(cached, total);
+
     /// <summary>Parameters of one adapter: its layer weights, modules_to_save copies, model-level state, trained biases.</summary>
     public IEnumerable<Parameter> AdapterParameters(string adapter)
     {

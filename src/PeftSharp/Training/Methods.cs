@@ -73,6 +73,7 @@ public static class Methods
     {
         "gpt2" => ["c_attn"],
         "bert" => ["query", "value"],
+        "phi3" => ["qkv_proj"], // fused; PEFT has no default for phi3
         _ => ["q_proj", "v_proj"],
     };
 
@@ -80,6 +81,9 @@ public static class Methods
     {
         "gpt2" => new IA3Config { TargetModules = ["c_attn", "mlp.c_proj"], FeedforwardModules = ["mlp.c_proj"], FanInFanOut = true, TaskType = task },
         "bert" => new IA3Config { TargetModules = ["key", "value", "output.dense"], FeedforwardModules = ["output.dense"], TaskType = task },
+        "phi3" => new IA3Config { TargetModules = ["qkv_proj", "down_proj"], FeedforwardModules = ["down_proj"], TaskType = task },
+        // PEFT's TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING: these families scale q, not k.
+        "qwen3" or "gemma2" or "gemma3_text" => new IA3Config { TargetModules = ["q_proj", "v_proj", "down_proj"], FeedforwardModules = ["down_proj"], TaskType = task },
         _ => new IA3Config { TargetModules = ["k_proj", "v_proj", "down_proj"], FeedforwardModules = ["down_proj"], TaskType = task },
     };
 

@@ -59,6 +59,6 @@ public class ArchitectureVariantTests
         var logits = AutoModel.Create(c).Forward(ModelInputs.Ids(randint(0, 64, [1, 5])));
         Assert.True(isfinite(logits).all().item<bool>());
         var e = Assert.Throws<NotSupportedException>(() => Config("falcon", ""));
-        Assert.Contains("llama, mistral, qwen2, gpt2, bert", e.Message);
+        Assert.Contains("llama, mistral, qwen2, qwen3, gemma2, gemma3_text, gemma3, phi3, gpt2, bert", e.Message);
     }
 }

@@ -1,4 +1,5 @@
 using TorchSharp;
+using PeftSharp.Models.Decoder;
 using PeftSharp.Models.Layers;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn;
@@ -27,7 +28,7 @@ public sealed class LlamaMLP : nn.Module<Tensor, Tensor>
 }
 
 /// <summary>Pre-norm block: x + attn(norm(x)), then h + mlp(norm(h)).</summary>
-public sealed class LlamaDecoderLayer : nn.Module
+public sealed class LlamaDecoderLayer : nn.Module, IDecoderLayer
 {
     LlamaAttention self_attn;
     // Typed as plain modules so that adapters (LN tuning, bottleneck adapters) can wrap them.
@@ -43,10 +44,10 @@ public sealed class LlamaDecoderLayer : nn.Module
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor? mask, KvCache? cache)
+    public Tensor Forward(Tensor x, LayerInputs p, KvCache? cache)
     {
         using var scope = NewDisposeScope();
-        var h = x + self_attn.Forward(input_layernorm.call(x), cos, sin, mask, cache);
+        var h = x + self_attn.Forward(input_layernorm.call(x), p, cache);
         return (h + mlp.call(post_attention_layernorm.call(h))).MoveToOuterDisposeScope();
     }
 }

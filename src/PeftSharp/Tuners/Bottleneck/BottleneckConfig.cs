@@ -34,7 +34,7 @@ public sealed record BottleneckConfig : LayerTunerConfig
     {
         var (attention, ffn) = modelType switch
         {
-            "llama" or "mistral" or "qwen2" => (@".*\.self_attn\.o_proj", @".*\.mlp"),
+            "llama" or "mistral" or "qwen2" or "qwen3" or "gemma2" or "gemma3_text" or "phi3" => (@".*\.self_attn\.o_proj", @".*\.mlp"),
             "gpt2" => (@".*\.attn\.c_proj", @".*\.mlp"),
             // BERT: "output.dense" ends both sub-layers; the FFN's is the layer's own output.
             "bert" => (@".*\.attention\.output\.dense", @".*\.layer\.\d+\.output\.dense"),

@@ -14,7 +14,8 @@ public sealed record LnTuningConfig : LayerTunerConfig
     public static string[]? DefaultTargets(string modelType) => modelType switch
     {
         "llama" or "mistral" => ["input_layernorm", "post_attention_layernorm", "norm"],
-        "qwen2" => ["post_attention_layernorm"],
+        "qwen2" or "qwen3" => ["post_attention_layernorm"],
+        "gemma2" or "gemma3_text" => ["input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm", "norm"],
         "gpt2" => ["ln_1", "ln_2", "ln_f"],
         "bert" => ["LayerNorm"],
         _ => null,

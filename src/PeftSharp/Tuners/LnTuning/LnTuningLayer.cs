@@ -22,7 +22,7 @@ public sealed class LnTuningLayer : Module<Tensor, Tensor>, ITunerLayer
 
     public LnTuningLayer(Module<Tensor, Tensor> baseLayer) : base("LnTuningLayer")
     {
-        if (baseLayer is not (LayerNorm { weight: not null } or RmsNorm))
+        if (baseLayer is not (LayerNorm { weight: not null } or RmsNorm or GemmaRmsNorm))
             throw new NotSupportedException($"LN tuning wraps LayerNorm (with weights) or RMSNorm layers, not {baseLayer.GetType().Name}");
         base_layer = baseLayer;
         RegisterComponents();
@@ -98,6 +98,7 @@ public sealed class LnTuningLayer : Module<Tensor, Tensor>, ITunerLayer
         {
             LayerNorm n => nn.LayerNorm(n.normalized_shape, n.eps, n.elementwise_affine, n.bias is not null, n.weight!.device, n.weight.dtype),
             RmsNorm r => new RmsNorm(r.weight.shape[0], r.Eps, r.weight.dtype).to(r.weight.device),
+            GemmaRmsNorm g => new GemmaRmsNorm(g.weight.shape[0], g.Eps, g.weight.dtype).to(g.weight.device),
             _ => throw new NotSupportedException($"LN tuning cannot copy a {m.GetType().Name}"),
         };
         var source = m.named_parameters().ToDictionary(p => p.name, p => p.parameter);

@@ -22,7 +22,7 @@ public sealed class LnTuningTuner : ITuner
         LayerInjection.Inject(model, c, (path, module) =>
         {
             if (module is LnTuningLayer existing) { existing.AddAdapter(name); return null; }
-            if (module is not (TorchSharp.Modules.LayerNorm or Models.Layers.RmsNorm))
+            if (module is not (TorchSharp.Modules.LayerNorm or Models.Layers.RmsNorm or Models.Layers.GemmaRmsNorm))
                 throw new NotSupportedException($"LN tuning trains norm layers, but '{path}' is a {module.GetType().Name}: " +
                     "target LayerNorm/RMSNorm modules only (e.g. input_layernorm, post_attention_layernorm, norm, ln_1, ln_f)");
             var layer = new LnTuningLayer((nn.Module<Tensor, Tensor>)module);
