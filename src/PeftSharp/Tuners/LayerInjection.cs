@@ -30,8 +30,7 @@ public static class LayerInjection
             var wrapper = wrap(path, current);
             if (wrapper is not null) ModuleTree.Replace(root, path, wrapper);
             // New modules start in training mode: the wrapper and the adapter's sub-modules follow the layer they adapt.
-            var layer = (Module)(wrapper ?? current);
-            layer.train(((ITunerLayer)layer).BaseLayer.training);
+            if ((wrapper ?? current) is ITunerLayer layer) ((Module)layer).train(layer.BaseLayer.training);
         }
         return targets;
     }
