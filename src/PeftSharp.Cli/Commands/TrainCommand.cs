@@ -98,6 +98,7 @@ internal static class TrainCommand
         "train_file" => "training data: .jsonl/.json/.csv/.parquet, or a folder of text files (default: bundled JavaScript)",
         "eval_file" => "held-out data (default: eval_ratio of the training data)",
         "init_adapter" => "start from this PEFT adapter instead of a new one",
+        "adapter_config" => "a PEFT adapter_config.json as the recipe for the new adapter (any method, PEFT's setting names); --lora-* flags override it",
         "method" => "tuning method: lora (default), another adapter method, or lisa/hft (layer-wise full fine-tuning; writes the whole model)",
         "resume_from_checkpoint" => "'latest' (or a bare --resume) or a checkpoint folder to continue from",
         _ => key.Replace('_', ' '),

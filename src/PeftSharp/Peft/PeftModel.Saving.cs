@@ -1,7 +1,6 @@
 using PeftSharp.IO;
 using PeftSharp.Models;
 using PeftSharp.Tuners;
-using PeftSharp.Tuners.Lora;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -15,8 +14,8 @@ public sealed partial class PeftModel
 
     /// <summary>
     /// Writes every adapter (or <paramref name="adapters"/>) in PEFT's layout: "default" in <paramref name="folder"/>,
-    /// others in sub-folders named after them. With <paramref name="convertToLora"/>, PiSSA/OLoRA adapters are saved
-    /// as plain LoRA deltas against the original base weights (PEFT's path_initial_model_for_weight_conversion).
+    /// others in sub-folders named after them. With <paramref name="convertToLora"/>, adapters whose init changed the
+    /// base (PiSSA, OLoRA) are saved as plain deltas against the original base weights (see <see cref="ITuner.BeforeSave"/>).
     /// </summary>
     public void Save(string folder, IReadOnlyList<string>? adapters = null, bool convertToLora = false)
     {
@@ -26,8 +25,7 @@ public sealed partial class PeftModel
             Directory.CreateDirectory(dir);
             var config = configs[name] with { InferenceMode = true, BaseModelNameOrPath = configs[name].BaseModelNameOrPath };
             var tensors = AdapterStateDict(name);
-            if (convertToLora && config is LoraConfig lc && lc.InitLoraWeights is var init && (init.StartsWith("pissa", StringComparison.Ordinal) || init == "olora"))
-                config = LoraConversion.ToPlainLora(this, name, lc, tensors);
+            config = TunerRegistry.For(config).BeforeSave(this, name, config, tensors, convertToLora);
             using var scope = NewDisposeScope();
             var cpu = tensors.ToDictionary(kv => kv.Key, kv => kv.Value.detach().cpu().contiguous());
             SafetensorsWriter.Save(Path.Combine(dir, WeightsFile), cpu, new Dictionary<string, string> { ["format"] = "pt" });
@@ -47,22 +45,13 @@ public sealed partial class PeftModel
                 foreach (var (key, p) in w.Parameters(adapter)) result[$"{Prefix}{path}.{key}"] = p;
         if (extras.GetValueOrDefault(adapter) is { } e)
             foreach (var (key, t) in e.StateDict()) result[key] = t;
-        foreach (var (key, p) in TrainedBiases(adapter)) result[Prefix + key] = p;
+        foreach (var (key, p) in TrainedBaseParameters(adapter)) result[Prefix + key] = p;
         return result;
     }
 
-    // bias="all" trains every bias of the base, "lora_only" those of wrapped layers (PEFT's LoRA bias option).
-    IEnumerable<(string Name, Parameter P)> TrainedBiases(string adapter)
-    {
-        if (configs.GetValueOrDefault(adapter) is not LoraConfig { Bias: "all" or "lora_only" } c) yield break;
-        foreach (var (name, p) in Base.named_parameters())
-        {
-            if (!name.EndsWith(".bias", StringComparison.Ordinal) || name.Contains(".lora_", StringComparison.Ordinal)) continue;
-            if (name.Contains(".modules_to_save.", StringComparison.Ordinal)) continue;
-            if (c.Bias == "lora_only" && !name.EndsWith(".base_layer.bias", StringComparison.Ordinal)) continue;
-            yield return (name, p);
-        }
-    }
+    // Base-model parameters the adapter's method trains and saves (LoRA's bias option).
+    IEnumerable<(string Name, Parameter P)> TrainedBaseParameters(string adapter) =>
+        configs.GetValueOrDefault(adapter) is { } c ? TunerRegistry.For(c).TrainedBaseParameters(this, c) : [];
 
     /// <summary>Loads a PEFT adapter folder onto <paramref name="model"/> (PEFT's PeftModel.from_pretrained).</summary>
     public static PeftModel FromPretrained(PretrainedModel model, string folder, string adapterName = "default", bool isTrainable = false)
@@ -108,7 +97,8 @@ public sealed partial class PeftModel
                     used.Add(full);
                 }
             }
-            foreach (var (name, p) in TrainedBiases(adapterName))
+            // Optional: PEFT's own bias="lora_only" save finds no bias to write (it looks beside base_layer).
+            foreach (var (name, p) in TrainedBaseParameters(adapterName))
                 if (all.TryGetValue(Prefix + name, out var t)) { p.copy_(t); used.Add(Prefix + name); }
         }
         if (extras.GetValueOrDefault(adapterName) is { } e)

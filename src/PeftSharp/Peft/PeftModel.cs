@@ -148,7 +148,7 @@ public sealed partial class PeftModel : ILanguageModel
                 foreach (var (_, p) in w.Parameters(adapter)) yield return p;
         if (extras.GetValueOrDefault(adapter) is { } e)
             foreach (var p in e.TrainableParameters()) yield return p;
-        foreach (var (_, p) in TrainedBiases(adapter)) yield return p;
+        foreach (var (_, p) in TrainedBaseParameters(adapter)) yield return p;
     }
 
     /// <summary>The parameters that will receive gradients, with their names.</summary>

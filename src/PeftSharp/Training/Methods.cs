@@ -1,103 +1,77 @@
+using System.Text.Json.Nodes;
 using PeftSharp.Models;
 using PeftSharp.Peft;
 using PeftSharp.Tuners;
-using PeftSharp.Tuners.AdaLora;
-using PeftSharp.Tuners.BitFit;
-using PeftSharp.Tuners.Bottleneck;
-using PeftSharp.Tuners.IA3;
-using PeftSharp.Tuners.LnTuning;
-using PeftSharp.Tuners.LoHa;
-using PeftSharp.Tuners.LoKr;
-using PeftSharp.Tuners.Lora;
-using PeftSharp.Tuners.Miss;
-using PeftSharp.Tuners.PrefixTuning;
-using PeftSharp.Tuners.PromptTuning;
-using PeftSharp.Tuners.PTuning;
-using PeftSharp.Tuners.Ssf;
-using PeftSharp.Tuners.Vera;
 
 namespace PeftSharp.Training;
 
 /// <summary>
-/// <c>--method NAME</c>: the adapter config each method gets from the training options (rank, alpha, targets, task),
-/// with each method's usual defaults for the rest. Set options in a config file's own adapter_config to go further.
+/// <c>--method NAME</c> and <c>--adapter-config FILE</c>: the adapter config a training run builds, and what the
+/// method adds to training. Each method's folder holds its presets and hooks (<see cref="ITuner"/>); this class
+/// only looks them up in <see cref="TunerRegistry"/>.
 /// </summary>
 public static class Methods
 {
-    public static readonly string[] Names =
-        ["lora", "dora", "rslora", "pissa", "olora", "ia3", "loha", "lokr", "vera", "adalora", "miss", "bone",
-         "prompt_tuning", "prefix_tuning", "p_tuning", "ln_tuning", "bottleneck", "parallel_adapter", "ssf", "bitfit"];
+    /// <summary>Every <c>--method</c> name, in registration order.</summary>
+    public static string[] Names => TunerRegistry.Presets.Select(p => p.Name).ToArray();
 
     /// <param name="totalSteps">the run's optimizer steps (AdaLoRA schedules its rank budget over them).</param>
     public static PeftConfig ConfigFor(TrainingOptions o, ModelConfig model, int totalSteps)
     {
-        var task = o.Task == "seq_cls" ? "SEQ_CLS" : "CAUSAL_LM";
-        var allLinear = o.LoraTargetModules is ["all-linear"];
-        ModuleSelector targets = ModuleSelector.Of(o.LoraTargetModules);
-        ModuleSelector Attn() => allLinear ? ModuleSelector.Of(AttentionNames(model)) : targets;
-        var lora = new LoraConfig
-        {
-            R = o.LoraR, LoraAlpha = o.LoraAlpha, LoraDropout = o.LoraDropout, UseRslora = o.UseRslora, UseDora = o.UseDora,
-            TargetModules = targets, TaskType = task, BaseModelNameOrPath = o.Model,
-        };
-        return o.Method.ToLowerInvariant() switch
-        {
-            "lora" => lora,
-            "dora" => lora with { UseDora = true },
-            "rslora" => lora with { UseRslora = true },
-            "pissa" => lora with { InitLoraWeights = "pissa_niter_4" },
-            "olora" => lora with { InitLoraWeights = "olora" },
-            "ia3" => IA3(model, task),
-            "loha" => new LoHaConfig { R = o.LoraR, Alpha = o.LoraAlpha, TargetModules = targets, TaskType = task },
-            "lokr" => new LoKrConfig { R = o.LoraR, Alpha = o.LoraAlpha, TargetModules = targets, TaskType = task },
-            "vera" => new VeraConfig { R = Math.Max(o.LoraR, 64), TargetModules = Attn(), TaskType = task },
-            "adalora" => new AdaLoraConfig
-            {
-                InitR = Math.Max(o.LoraR * 3 / 2, 2), TargetR = o.LoraR, LoraAlpha = o.LoraAlpha, TargetModules = Attn(), TaskType = task,
-                TotalStep = totalSteps, Tinit = totalSteps / 10, Tfinal = totalSteps / 5, DeltaT = 1,
-            },
-            "miss" or "bone" => new MissConfig { R = Math.Min(64, model.HiddenSize / 4), TargetModules = Attn(), TaskType = task },
-            "prompt_tuning" => new PromptTuningConfig { NumVirtualTokens = 16, TaskType = task },
-            "prefix_tuning" => new PrefixTuningConfig { NumVirtualTokens = 16, TaskType = task },
-            "p_tuning" => new PromptEncoderConfig { NumVirtualTokens = 16, EncoderHiddenSize = model.HiddenSize, TaskType = task },
-            "ln_tuning" => new LnTuningConfig { TaskType = task },
-            "bottleneck" => new BottleneckConfig { AdapterType = "sequential", TaskType = task },
-            "parallel_adapter" => new BottleneckConfig { AdapterType = "parallel", Scaling = 4.0, TaskType = task },
-            "ssf" => new SsfConfig { TargetModules = allLinear ? ModuleSelector.Pattern(".*_proj|.*c_attn|.*c_fc|.*c_proj|.*dense|query|key|value") : targets, TaskType = task },
-            "bitfit" => new BitFitConfig { TaskType = task },
-            _ => throw new ArgumentException($"option method '{o.Method}' is not one of: {string.Join(", ", Names)}"),
-        };
+        var settings = new PresetSettings(o.LoraR, o.LoraAlpha, o.LoraDropout, o.LoraTargetModules, o.UseRslora, o.UseDora,
+            o.Task == "seq_cls" ? "SEQ_CLS" : "CAUSAL_LM", o.Model, model, totalSteps);
+        if (o.AdapterConfig is { } path) return FromFile(path, o, settings);
+        var preset = TunerRegistry.Preset(o.Method)
+            ?? throw new ArgumentException($"option method '{o.Method}' is not one of: {string.Join(", ", Names)}");
+        return preset.Build(settings);
     }
 
-    static string[] AttentionNames(ModelConfig m) => m.ModelType switch
-    {
-        "gpt2" => ["c_attn"],
-        "bert" => ["query", "value"],
-        "phi3" => ["qkv_proj"], // fused; PEFT has no default for phi3
-        _ => ["q_proj", "v_proj"],
-    };
+    static readonly TrainingOptions Defaults = new();
 
-    static IA3Config IA3(ModelConfig m, string task) => m.ModelType switch
-    {
-        "gpt2" => new IA3Config { TargetModules = ["c_attn", "mlp.c_proj"], FeedforwardModules = ["mlp.c_proj"], FanInFanOut = true, TaskType = task },
-        "bert" => new IA3Config { TargetModules = ["key", "value", "output.dense"], FeedforwardModules = ["output.dense"], TaskType = task },
-        "phi3" => new IA3Config { TargetModules = ["qkv_proj", "down_proj"], FeedforwardModules = ["down_proj"], TaskType = task },
-        // PEFT's TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING: these families scale q, not k.
-        "qwen3" or "gemma2" or "gemma3_text" => new IA3Config { TargetModules = ["q_proj", "v_proj", "down_proj"], FeedforwardModules = ["down_proj"], TaskType = task },
-        _ => new IA3Config { TargetModules = ["k_proj", "v_proj", "down_proj"], FeedforwardModules = ["down_proj"], TaskType = task },
-    };
+    // The --lora-* flags and the PEFT keys they set; a method's config has those of them that apply to it.
+    static readonly (string Key, Func<TrainingOptions, JsonNode?> Value, Func<TrainingOptions, bool> Given)[] Overrides =
+    [
+        ("r", o => o.LoraR, o => o.LoraR != Defaults.LoraR),
+        ("lora_alpha", o => o.LoraAlpha, o => o.LoraAlpha != Defaults.LoraAlpha),
+        ("alpha", o => o.LoraAlpha, o => o.LoraAlpha != Defaults.LoraAlpha),
+        ("lora_dropout", o => o.LoraDropout, o => o.LoraDropout != Defaults.LoraDropout),
+        ("target_modules", o => o.LoraTargetModules is ["all-linear"] ? "all-linear" : new JsonArray([.. o.LoraTargetModules.Select(m => JsonValue.Create(m))]),
+            o => !o.LoraTargetModules.SequenceEqual(Defaults.LoraTargetModules)),
+        ("use_rslora", o => o.UseRslora, o => o.UseRslora),
+        ("use_dora", o => o.UseDora, o => o.UseDora),
+    ];
 
-    /// <summary>The trainer's view of the model, with what a method adds to training (AdaLoRA's regulariser and rank allocation).</summary>
+    /// <summary>
+    /// A PEFT <c>adapter_config.json</c> (or ours) as the recipe for a new adapter: every method setting under PEFT's
+    /// own name. Flags that differ from their defaults override the keys they name, where the method has them.
+    /// </summary>
+    static PeftConfig FromFile(string path, TrainingOptions o, PresetSettings s)
+    {
+        var config = PeftConfigJson.Load(path);
+        var json = JsonNode.Parse(PeftConfigJson.Serialize(config))!.AsObject();
+        foreach (var (key, value, given) in Overrides)
+            if (given(o) && json.ContainsKey(key)) json[key] = value(o);
+        json["inference_mode"] = false;
+        json["task_type"] ??= s.TaskType;
+        json["base_model_name_or_path"] ??= s.BaseModel;
+        return PeftConfigJson.Parse(json.ToJsonString(), path);
+    }
+
+    /// <summary>The trainer's view of the model, with what the active adapters' methods add to training.</summary>
     public static TrainableModel Trainable(PeftModel model, string task)
     {
         var plain = Objectives.ForPeft(model, task);
-        if (model.Configs.Values.SingleOrDefault() is not AdaLoraConfig) return plain;
-        var allocator = new RankAllocator(model);
+        var hooks = model.ActiveAdapters.Select(a => TunerRegistry.For(model.Configs[a]).TrainingHooks(model, a)).OfType<ITrainingHooks>().ToList();
+        if (hooks.Count == 0) return plain;
         return plain with
         {
-            // The regulariser shapes training only: held-out loss stays the plain loss.
-            ComputeLoss = b => model.Base.training ? plain.ComputeLoss(b) + allocator.OrthogonalRegularization(model) : plain.ComputeLoss(b),
-            AfterOptimizerStep = step => allocator.UpdateAndAllocate(model, step),
+            // Extra terms shape training only: held-out loss stays the plain loss.
+            ComputeLoss = b => model.Base.training ? hooks.Aggregate(plain.ComputeLoss(b), (loss, h) => loss + h.ExtraLoss(model)) : plain.ComputeLoss(b),
+            AfterOptimizerStep = step =>
+            {
+                plain.AfterOptimizerStep?.Invoke(step);
+                foreach (var h in hooks) h.AfterOptimizerStep(model, step);
+            },
         };
     }
 }

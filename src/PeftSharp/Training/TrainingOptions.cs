@@ -13,6 +13,12 @@ public sealed record TrainingOptions
     public string? Model { get; init; }
     /// <summary>Start from this PEFT adapter folder instead of a fresh LoRA.</summary>
     public string? InitAdapter { get; init; }
+    /// <summary>
+    /// A PEFT <c>adapter_config.json</c> (or ours) as the recipe for a new adapter, every method setting under PEFT's
+    /// own names; it replaces <see cref="Method"/>. Adapter flags that differ from their defaults (lora_r, lora_alpha,
+    /// lora_dropout, lora_target_modules, use_rslora, use_dora) override the keys they name.
+    /// </summary>
+    public string? AdapterConfig { get; init; }
     /// <summary>causal_lm or seq_cls (PEFT's task types).</summary>
     public string Task { get; init; } = "causal_lm";
     /// <summary>Tuning method: "lora" or another registered method's name (see <c>peftsharp train --help</c>).</summary>

@@ -3,7 +3,7 @@ using static TorchSharp.torch;
 
 namespace PeftSharp.Tuners;
 
-/// <summary>Copying saved adapter tensors into a layer, with the checks every method needs.</summary>
+/// <summary>The one loader of saved adapter tensors: strict about stray, missing and mis-shaped tensors, for every method.</summary>
 internal static class AdapterTensors
 {
     /// <summary>
@@ -36,20 +36,4 @@ internal static class AdapterTensors
 
     /// <summary>Shape as text, for messages.</summary>
     public static string Shape(Tensor t) => "[" + string.Join(",", t.shape) + "]";
-
-    /// <param name="targets">the layer's tensors under their saved names relative to the module (e.g. "ssf_scale").</param>
-    public static void Load(IEnumerable<(string Key, Tensor Value)> targets, IReadOnlyDictionary<string, Tensor> tensors,
-        string adapter, string modulePath, string source)
-    {
-        using var _ = no_grad();
-        foreach (var (key, target) in targets.ToList())
-        {
-            if (!tensors.TryGetValue(key, out var t))
-                throw new InvalidDataException($"{source}: missing tensor '{modulePath}.{key}' for adapter '{adapter}'");
-            if (!t.shape.SequenceEqual(target.shape))
-                throw new InvalidDataException($"{source}: tensor '{modulePath}.{key}' has shape [{string.Join(",", t.shape)}] but the layer " +
-                    $"expects [{string.Join(",", target.shape)}]: is this adapter for another model, or does adapter_config.json differ from the one it was trained with?");
-            target.copy_(t);
-        }
-    }
 }

@@ -29,6 +29,8 @@ public static class LayerInjection
             var current = ModuleTree.Get(root, path);
             var wrapper = wrap(path, current);
             if (wrapper is not null) ModuleTree.Replace(root, path, wrapper);
+            // New modules start in training mode: the wrapper and the adapter's sub-modules follow the layer they adapt.
+            if ((wrapper ?? current) is ITunerLayer layer) ((Module)layer).train(layer.BaseLayer.training);
         }
         return targets;
     }

@@ -34,11 +34,25 @@ public static class PeftConfigJson
         PeftConfig config;
         try { config = (PeftConfig)o.Deserialize(tuner.ConfigType, Options)!; }
         catch (JsonException e) { throw new InvalidDataException($"{source}: {e.Message}", e); }
-        var unknown = config.Extra?.Keys.Where(k => !tuner.KnownUnusedKeys.Contains(k) && k != "peft_type").ToList() ?? [];
+        var refused = config.Extra?.Where(kv => tuner.UnsupportedKeys.Contains(kv.Key) && !IsUnset(kv.Value)).ToList() ?? [];
+        if (refused.Count > 0)
+            throw new NotSupportedException($"{source}: {string.Join(", ", refused.Select(kv => $"\"{kv.Key}\": {kv.Value.GetRawText()}"))}: " +
+                $"PeftSharp does not implement {(refused.Count == 1 ? "this option" : "these options")} of {type}, and ignoring it would change " +
+                "what the adapter computes; use Python PEFT for this adapter, or set it to null/false if it was not trained with it");
+        var unknown = config.Extra?.Keys.Where(k => !tuner.KnownUnusedKeys.Contains(k) && !tuner.UnsupportedKeys.Contains(k) && k != "peft_type").ToList() ?? [];
         if (unknown.Count > 0)
             Warn($"{source}: ignoring keys PeftSharp does not know (newer PEFT?): {string.Join(", ", unknown)}");
         return config;
     }
+
+    // PEFT writes an option it was not given as null, false or an empty list or dict.
+    static bool IsUnset(JsonElement v) => v.ValueKind switch
+    {
+        JsonValueKind.Null or JsonValueKind.False or JsonValueKind.Undefined => true,
+        JsonValueKind.Array => v.GetArrayLength() == 0,
+        JsonValueKind.Object => !v.EnumerateObject().Any(),
+        _ => false,
+    };
 
     public static PeftConfig Load(string path) =>
         File.Exists(path) ? Parse(File.ReadAllText(path), path)

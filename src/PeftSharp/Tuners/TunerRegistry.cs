@@ -15,7 +15,10 @@ using PeftSharp.Tuners.Ssf;
 
 namespace PeftSharp.Tuners;
 
-/// <summary>Every tuning method, by <c>peft_type</c>. A new method is a folder plus one line here.</summary>
+/// <summary>
+/// Every tuning method, by <c>peft_type</c>. A new method is a folder plus one line here; its <c>--method</c>
+/// presets come with it, in registration order.
+/// </summary>
 public static class TunerRegistry
 {
     static readonly Dictionary<string, ITuner> Tuners = new(StringComparer.OrdinalIgnoreCase);
@@ -46,4 +49,10 @@ public static class TunerRegistry
         Find(config.PeftType) ?? throw new NotSupportedException($"peft_type '{config.PeftType}' is not registered");
 
     public static IEnumerable<string> Names => Tuners.Keys.Order();
+
+    /// <summary>Every method's <c>--method</c> presets, in registration order.</summary>
+    public static IReadOnlyList<MethodPreset> Presets => Tuners.Values.SelectMany(t => t.Presets).ToList();
+
+    public static MethodPreset? Preset(string name) =>
+        Presets.FirstOrDefault(p => string.Equals(p.Name, name, StringComparison.OrdinalIgnoreCase));
 }

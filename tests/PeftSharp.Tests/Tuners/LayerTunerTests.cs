@@ -10,32 +10,17 @@ using static TorchSharp.torch;
 
 namespace PeftSharp.Tests.Tuners;
 
-/// <summary>LN tuning, bottleneck adapters, SSF and BitFit: methods that wrap layers.</summary>
+/// <summary>LN tuning, bottleneck adapters, SSF and BitFit: what is particular to each (the shared checks are MethodContractTests).</summary>
 public class LayerTunerTests
 {
     static PretrainedModel Load(string model) => AutoModel.Load(Repo.Fixture("models", model));
 
-    internal static (string Model, PeftConfig Config) Case(string name) => name switch
+    // Rows of the method table (Contract/MethodCases), whose shared checks run in MethodContractTests.
+    internal static (string Model, PeftConfig Config) Case(string name)
     {
-        "ln-llama" => ("tiny-llama", new LnTuningConfig { TaskType = "CAUSAL_LM" }),
-        "ln-gpt2" => ("tiny-gpt2", new LnTuningConfig { TaskType = "CAUSAL_LM" }),
-        "houlsby-llama" => ("tiny-llama", new BottleneckConfig { AdapterType = "sequential", Placement = "both", ReductionFactor = 8 }),
-        "parallel-ffn-gpt2" => ("tiny-gpt2", new BottleneckConfig { AdapterType = "parallel", Placement = "ffn", Scaling = 4.0, NonLinearity = "gelu" }),
-        "adaptformer-llama" => ("tiny-llama", new BottleneckConfig { AdapterType = "parallel", Placement = "ffn", Scaling = 0.1, NonLinearity = "silu", ReductionFactor = 4 }),
-        "parallel-attn-gpt2" => ("tiny-gpt2", new BottleneckConfig { AdapterType = "parallel", Placement = "attention", ReductionFactor = 8 }),
-        "ssf-gpt2" => ("tiny-gpt2", new SsfConfig { TargetModules = ModuleSelector.Of("c_attn", "c_proj", "c_fc", "ln_1", "ln_2", "ln_f") }),
-        "ssf-llama" => ("tiny-llama", new SsfConfig { TargetModules = ModuleSelector.Of("all-linear") }),
-        "bitfit-gpt2" => ("tiny-gpt2", new BitFitConfig { TaskType = "CAUSAL_LM" }),
-        _ => throw new ArgumentException(name),
-    };
-
-    public static TheoryData<string> Cases => new()
-    {
-        "ln-llama", "ln-gpt2", "houlsby-llama", "parallel-ffn-gpt2", "adaptformer-llama", "parallel-attn-gpt2", "ssf-gpt2", "ssf-llama", "bitfit-gpt2",
-    };
-
-    // Merging writes the adapter into the base weights; SSF on bias-free Llama can only merge while its shift is zero.
-    public static TheoryData<string> Mergeable => new() { "ln-llama", "ln-gpt2", "ssf-gpt2", "bitfit-gpt2" };
+        var c = Contract.MethodCases.Get(name);
+        return (c.Model, c.Config());
+    }
 
     static ModelInputs Inputs() => new AdapterFixture("llama-lora-qv").Inputs();
 
@@ -47,80 +32,16 @@ public class LayerTunerTests
         return pm;
     }
 
-    [Theory]
-    [MemberData(nameof(Cases))]
-    public void A_new_adapter_leaves_the_model_unchanged(string name)
-    {
-        using var scope = NewDisposeScope();
-        var (model, config) = Case(name);
-        var pm = PeftModel.Create(Load(model), config);
-        Assert.NotEmpty(pm.TunerLayers());
-        using var _ = no_grad();
-        Tensor base_;
-        using (pm.DisableAdapters()) base_ = pm.Forward(Inputs());
-        Numerics.Close(base_, pm.Forward(Inputs()), 1e-6, name);
-    }
-
-    [Theory]
-    [MemberData(nameof(Cases))]
-    public void Training_lowers_the_loss_and_leaves_the_base_alone(string name)
-    {
-        using var scope = NewDisposeScope();
-        var (model, config) = Case(name);
-        var pm = PeftModel.Create(Load(model), config);
-        TrainingLoop.AssertLearns(pm, TrainingLoop.Batch(), lr: 2e-2);
-        using var _ = no_grad();
-        Tensor disabled;
-        using (pm.DisableAdapters()) disabled = pm.Forward(Inputs());
-        Numerics.Close(Load(model).Forward(Inputs()), disabled, 1e-5, "disabled = base");
-    }
-
-    [Theory]
-    [MemberData(nameof(Cases))]
-    public void Save_then_load_gives_the_same_logits(string name)
-    {
-        using var scope = NewDisposeScope();
-        var pm = Trained(name);
-        var dir = Path.Combine(IO.SafetensorsTests.TempDir(), "adapter");
-        pm.Save(dir);
-        var back = PeftModel.FromPretrained(Load(Case(name).Model), dir);
-        Assert.Equal(pm.AdapterStateDict("default").Keys.Order(), back.AdapterStateDict("default").Keys.Order());
-        Assert.Empty(back.TrainableParameters());
-        using var _ = no_grad();
-        var trained = pm.Forward(Inputs());
-        Numerics.Close(trained, back.Forward(Inputs()), 1e-6, name);
-        using (pm.DisableAdapters())
-            Assert.True(Numerics.MaxAbsDiff(trained, pm.Forward(Inputs())) > 1e-4, "training must have changed the logits for this test to mean anything");
-    }
-
-    [Theory]
-    [MemberData(nameof(Mergeable))]
-    public void Merged_equals_unmerged(string name)
-    {
-        using var scope = NewDisposeScope();
-        var pm = Trained(name);
-        using var _ = no_grad();
-        var unmerged = pm.Forward(Inputs());
-        pm.MergeAdapter(safeMerge: true);
-        Numerics.Close(unmerged, pm.Forward(Inputs()), 1e-5, "merged");
-        pm.UnmergeAdapter();
-        Numerics.Close(unmerged, pm.Forward(Inputs()), 1e-5, "unmerged again");
-        var plain = pm.MergeAndUnload();
-        Assert.DoesNotContain(ModuleTree.Walk(plain), x => x.Module is ITunerLayer);
-        Numerics.Close(unmerged, plain.Forward(Inputs()), 1e-5, "merge_and_unload");
-        Assert.Equal(Load(Case(name).Model).state_dict().Keys.Order(), plain.state_dict().Keys.Order());
-    }
-
     [Fact]
     public void Saved_names_are_relative_to_the_wrapped_module()
     {
         using var scope = NewDisposeScope();
         var keys = new Dictionary<string, string>
         {
-            ["ln-llama"] = "base_model.model.model.layers.0.input_layernorm.ln_tuning_layers.weight",
-            ["ln-gpt2"] = "base_model.model.transformer.ln_f.ln_tuning_layers.bias",
-            ["houlsby-llama"] = "base_model.model.model.layers.1.mlp.adapter_up.weight",
-            ["parallel-attn-gpt2"] = "base_model.model.transformer.h.0.attn.c_proj.adapter_down.bias",
+            ["ln-tuning-llama"] = "base_model.model.model.layers.0.input_layernorm.ln_tuning_layers.weight",
+            ["ln-tuning-gpt2"] = "base_model.model.transformer.ln_f.ln_tuning_layers.bias",
+            ["bottleneck-houlsby-llama"] = "base_model.model.model.layers.1.mlp.adapter_up.weight",
+            ["bottleneck-parallel-attn-gpt2"] = "base_model.model.transformer.h.0.attn.c_proj.adapter_down.bias",
             ["ssf-llama"] = "base_model.model.model.layers.0.self_attn.q_proj.ssf_scale",
             ["bitfit-gpt2"] = "base_model.model.transformer.h.1.mlp.c_fc.bitfit_bias",
         };
@@ -229,7 +150,7 @@ public class LayerTunerTests
     public void LN_tuning_adapters_switch_and_only_one_is_active()
     {
         using var scope = NewDisposeScope();
-        var pm = Trained("ln-llama");
+        var pm = Trained("ln-tuning-llama");
         pm.AddAdapter("other", new LnTuningConfig());
         using var _ = no_grad();
         var first = pm.Forward(Inputs());

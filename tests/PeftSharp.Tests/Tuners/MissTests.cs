@@ -90,7 +90,7 @@ public class MissTests
         var linear = nn.Linear(inF, outF);
         var layer = new MissLayer(linear);
         layer.AddAdapter("default", new MissConfig { R = r, MiniR = miniR, InitWeights = init });
-        layer.ActiveAdapters = ["default"];
+        ((PeftSharp.Tuners.ITunerLayer)layer).ActiveAdapters = ["default"];
         using var _ = no_grad();
         var block = layer.Block("default");
         block.normal_();

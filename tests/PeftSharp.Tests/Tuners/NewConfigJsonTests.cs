@@ -10,31 +10,9 @@ using PeftSharp.Tuners.Ssf;
 
 namespace PeftSharp.Tests.Tuners;
 
-/// <summary>adapter_config.json of the prompt-learning, LN tuning, bottleneck, SSF and BitFit methods.</summary>
+/// <summary>adapter_config.json of the prompt-learning, LN tuning, bottleneck, SSF and BitFit methods (round trips: MethodContractTests).</summary>
 public class NewConfigJsonTests
 {
-    public static TheoryData<string> Configs => new()
-    {
-        "prompt", "prefix", "prefix-projection", "p-mlp", "p-lstm", "ln-llama", "houlsby-llama", "parallel-ffn-gpt2", "ssf-gpt2", "bitfit-gpt2",
-    };
-
-    static PeftConfig Config(string name) => name is "prompt" or "prefix" or "prefix-projection" or "p-mlp" or "p-lstm"
-        ? PromptLearningBehaviourTests.Config(name)
-        : LayerTunerTests.Case(name).Config;
-
-    [Theory]
-    [MemberData(nameof(Configs))]
-    public void Round_trips_through_json(string name)
-    {
-        var config = Config(name);
-        var json = PeftConfigJson.Serialize(config);
-        var back = PeftConfigJson.Parse(json);
-        Assert.Equal(config.GetType(), back.GetType());
-        Assert.Equal(json, PeftConfigJson.Serialize(back));
-        Assert.Null(back.Extra);
-        Assert.DoesNotContain("is_prompt_learning", json);
-    }
-
     [Fact]
     public void Json_names_are_snake_case_and_ours_say_so()
     {

@@ -19,7 +19,7 @@ public class WeightedAdapterTests
     }
 
     static Dictionary<string, Tensor> Deltas(PeftModel pm, string adapter) =>
-        pm.TunerLayers().Select(x => (x.Path, L: (LoraLayer)x.Layer)).Where(x => x.L.AdapterNames.Contains(adapter))
+        pm.TunerLayers().Select(x => (x.Path, L: (LoraLayer)x.Layer)).Where(x => x.L.Book.Names.Contains(adapter))
             .ToDictionary(x => x.Path, x => x.L.LoraProduct(adapter) * x.L.Scaling(adapter));
 
     [Theory]

@@ -14,8 +14,7 @@ public sealed class AdaLoraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
 {
     sealed record Settings(double Scaling, double RankNum, double Dropout);
 
-    readonly Dictionary<string, Settings> settings = new();
-    readonly MergeLedger ledger = new();
+    readonly AdapterBook<Settings> book;
 
     Module<Tensor, Tensor> base_layer;
     ParameterDict lora_A = new(), lora_B = new(), lora_E = new();
@@ -24,18 +23,14 @@ public sealed class AdaLoraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
     {
         (InFeatures, OutFeatures) = BaseLayers.LinearFeatures(baseLayer, "AdaLoRA", conv1D: true);
         base_layer = baseLayer;
+        book = new AdapterBook<Settings>(baseLayer);
         RegisterComponents();
-        train(baseLayer.training); // a new wrapper would otherwise be in training mode inside an eval model
     }
 
     public long InFeatures { get; }
     public long OutFeatures { get; }
     public Module BaseLayer => base_layer;
-    public IReadOnlyCollection<string> AdapterNames => settings.Keys;
-    public IReadOnlyList<string> ActiveAdapters { get; set; } = [];
-    public bool Disabled { get; set; }
-    public bool CanMerge => true;
-    public IReadOnlyList<string> MergedAdapters => ledger.Adapters;
+    public IAdapterBook Book => book;
 
     /// <summary>Q [r, in], the right singular vectors.</summary>
     public Parameter A(string adapter) => lora_A[adapter];
@@ -48,7 +43,7 @@ public sealed class AdaLoraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
     /// <summary>Adds an adapter of rank <paramref name="r"/> (0 allowed: a layer that kept nothing) scaled by alpha / <paramref name="rankNum"/>.</summary>
     public void AddAdapter(string name, int r, int rankNum, AdaLoraConfig c)
     {
-        if (settings.ContainsKey(name)) throw new ArgumentException($"adapter '{name}' already exists on this layer");
+        book.CheckNew(name);
         if (r < 0) throw new ArgumentException($"AdaLoRA rank must be 0 or more, got {r}");
         var device = BaseLayers.Weight(base_layer).device;
         using var _ = no_grad();
@@ -65,11 +60,11 @@ public sealed class AdaLoraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
         lora_E.Add(name, new Parameter(e));
         lora_B.Add(name, new Parameter(b));
         double scaling = c.LoraAlpha > 0 ? c.LoraAlpha : rankNum;
-        settings[name] = new Settings(scaling, rankNum, c.LoraDropout);
+        book.Add(name, new Settings(scaling, rankNum, c.LoraDropout));
     }
 
     // PEFT divides by ranknum + 1e-5.
-    double Scale(string a) => settings[a].Scaling / (settings[a].RankNum + 1e-5);
+    double Scale(string a) => book[a].Scaling / (book[a].RankNum + 1e-5);
 
     /// <summary>(alpha / ranknum) P (Λ ⊙ Q) in the base weight's storage layout.</summary>
     public Tensor DeltaWeight(string adapter)
@@ -81,42 +76,27 @@ public sealed class AdaLoraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
 
     public override Tensor forward(Tensor x)
     {
-        if (Disabled && ledger.Any) UnmergeInPlace();
-        if (Disabled || ledger.Any) return base_layer.call(x);
+        if (book.RunsBaseOnly) return base_layer.call(x);
         using var scope = NewDisposeScope();
         var result = base_layer.call(x);
-        foreach (var a in ActiveAdapters)
+        foreach (var (a, s) in book.ActiveAdapters)
         {
-            if (!settings.TryGetValue(a, out var s)) continue;
             var xa = x.to(lora_A[a].dtype);
-            if (s.Dropout > 0) xa = nn.functional.dropout(xa, s.Dropout, training);
+            if (s.Dropout > 0) xa = nn.functional.dropout(xa, s.Dropout, book.Training);
             var update = matmul(matmul(xa, (lora_A[a] * lora_E[a]).t()), lora_B[a].t()) * Scale(a); // [.., r] then [.., out]
             result = result + update.to(result.dtype);
         }
         return result.MoveToOuterDisposeScope();
     }
 
-    public void MergeInPlace(IReadOnlyList<string> adapters, bool safe)
+    public void RemoveTensors(string adapter)
     {
-        ledger.MergeDeltasInPlace(base_layer, adapters.Where(settings.ContainsKey), DeltaWeight, safe);
-    }
-
-    public void UnmergeInPlace() => ledger.UndoAllInPlace(base_layer);
-
-    public void DeleteAdapter(string adapter)
-    {
-        if (ledger.Contains(adapter)) throw new InvalidOperationException($"adapter '{adapter}' is merged; unmerge it before deleting");
         lora_A.Remove(adapter); lora_B.Remove(adapter); lora_E.Remove(adapter);
-        settings.Remove(adapter);
-        ActiveAdapters = ActiveAdapters.Where(a => a != adapter).ToList();
     }
 
     public IEnumerable<(string Key, Tensor Value)> StateDict(string adapter) =>
         [("lora_A", lora_A[adapter]), ("lora_B", lora_B[adapter]), ("lora_E", lora_E[adapter])];
 
-    public void LoadStateDict(string adapter, IReadOnlyDictionary<string, Tensor> tensors, string modulePath, string source) =>
-        AdapterTensors.CopyInto(StateDict(adapter), tensors, modulePath, adapter, source,
-            $"in={InFeatures}, out={OutFeatures}, r={Rank(adapter)} (init_r, or the count kept in rank_pattern)");
-
-    public IEnumerable<Parameter> AdapterParameters(string adapter) => [lora_A[adapter], lora_B[adapter], lora_E[adapter]];
+    public string Describe(string adapter) =>
+        $"in={InFeatures}, out={OutFeatures}, r={Rank(adapter)} (init_r, or the count kept in rank_pattern)";
 }

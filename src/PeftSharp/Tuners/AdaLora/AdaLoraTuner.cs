@@ -1,4 +1,5 @@
 using PeftSharp.Peft;
+using PeftSharp.Tuners.Lora;
 using static TorchSharp.torch;
 
 namespace PeftSharp.Tuners.AdaLora;
@@ -9,13 +10,26 @@ public sealed class AdaLoraTuner : ITuner
     public Type ConfigType => typeof(AdaLoraConfig);
 
     // LoRA keys PEFT writes for AdaLoRA too (its config extends LoraConfig) that AdaLoRA does not use.
-    public IReadOnlySet<string> KnownUnusedKeys { get; } = new HashSet<string>
+    public IReadOnlySet<string> KnownUnusedKeys => LoraKeys.Unused;
+    public IReadOnlySet<string> UnsupportedKeys => LoraKeys.Unsupported;
+
+    public IReadOnlyList<MethodPreset> Presets { get; } =
+    [
+        new("adalora", s => new AdaLoraConfig
+        {
+            InitR = Math.Max(s.R * 3 / 2, 2), TargetR = s.R, LoraAlpha = s.Alpha, TargetModules = s.AttentionOrTargets, TaskType = s.TaskType,
+            TotalStep = s.TotalSteps, Tinit = s.TotalSteps / 10, Tfinal = s.TotalSteps / 5, DeltaT = 1,
+        }),
+    ];
+
+    /// <summary>The rank allocator (pruning singular values on a budget schedule) and its orthogonality penalty.</summary>
+    public ITrainingHooks? TrainingHooks(PeftModel model, string adapter) => new Hooks(new RankAllocator(model, adapter));
+
+    sealed class Hooks(RankAllocator allocator) : ITrainingHooks
     {
-        "alora_invocation_tokens", "arrow_config", "auto_mapping", "corda_config", "ensure_weight_tying", "eva_config",
-        "layer_replication", "loftq_config", "lora_ga_config", "megatron_config", "megatron_core", "monteclora_config",
-        "qalora_group_size", "target_parameters", "trainable_token_indices", "use_bdlora", "use_qalora", "velora_config",
-        "kasa_config", "runtime_config",
-    };
+        public Tensor ExtraLoss(PeftModel model) => allocator.OrthogonalRegularization(model);
+        public void AfterOptimizerStep(PeftModel model, int step) => allocator.UpdateAndAllocate(model, step);
+    }
 
     // PEFT sizes layers by rank_pattern only when loading saved weights (they hold only the kept singular values).
     public PeftConfig ForLoading(PeftConfig config) => (AdaLoraConfig)config with { SizeByRankPattern = true };

@@ -49,7 +49,7 @@ public sealed class RankAllocator
     public IReadOnlyDictionary<string, bool[]>? RankPattern => rankPattern;
 
     IEnumerable<(string Path, AdaLoraLayer Layer)> Layers(PeftModel model) =>
-        model.TunerLayers().Where(x => x.Layer is AdaLoraLayer a && a.AdapterNames.Contains(adapter))
+        model.TunerLayers().Where(x => x.Layer is AdaLoraLayer a && a.Book.Names.Contains(adapter))
             .Select(x => (x.Path, (AdaLoraLayer)x.Layer)).OrderBy(x => x.Path, StringComparer.Ordinal);
 
     /// <summary>The budget at <paramref name="step"/> and whether this step prunes (PEFT's budget_schedule).</summary>

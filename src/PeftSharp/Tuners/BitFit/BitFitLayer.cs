@@ -12,8 +12,7 @@ namespace PeftSharp.Tuners.BitFit;
 /// </summary>
 public sealed class BitFitLayer : Module<Tensor, Tensor>, ITunerLayer
 {
-    readonly List<string> merged = new();
-    Tensor? original;
+    readonly AdapterBook<NoSettings> book;
 
     Module<Tensor, Tensor> base_layer;
     ParameterDict bitfit_bias = new();
@@ -22,6 +21,7 @@ public sealed class BitFitLayer : Module<Tensor, Tensor>, ITunerLayer
     {
         if (BiasOf(baseLayer) is null) throw new NotSupportedException($"BitFit needs a layer with a bias; {baseLayer.GetType().Name} has none");
         base_layer = baseLayer;
+        book = new AdapterBook<NoSettings>(baseLayer);
         RegisterComponents();
     }
 
@@ -37,26 +37,23 @@ public sealed class BitFitLayer : Module<Tensor, Tensor>, ITunerLayer
     Parameter BaseBias => BiasOf(base_layer)!;
 
     public Module BaseLayer => base_layer;
-    public IReadOnlyCollection<string> AdapterNames => bitfit_bias.Keys.ToList();
-    public IReadOnlyList<string> ActiveAdapters { get; set; } = [];
-    public bool Disabled { get; set; }
-    public IReadOnlyList<string> MergedAdapters => merged;
+    public IAdapterBook Book => book;
     public bool CanMerge => true;
 
     public void AddAdapter(string name)
     {
-        if (bitfit_bias.ContainsKey(name)) throw new ArgumentException($"adapter '{name}' already exists on this layer");
+        book.CheckNew(name);
         using var _ = no_grad();
         bitfit_bias.Add(name, new Parameter(BaseBias.detach().to(ScalarType.Float32).clone()));
+        book.Add(name, default);
     }
 
     public override Tensor forward(Tensor x)
     {
-        if (Disabled && merged.Count > 0) UnmergeInPlace();
-        if (Disabled || merged.Count > 0 || ActiveAdapters.Count == 0) return base_layer.call(x);
+        if (book.RunsBaseOnly) return base_layer.call(x);
         using var scope = NewDisposeScope();
         var y = base_layer.call(x);
-        foreach (var a in ActiveAdapters) y = y + (bitfit_bias[a] - BaseBias.to(ScalarType.Float32)).to(y.dtype);
+        foreach (var (a, _) in book.ActiveAdapters) y = y + (bitfit_bias[a] - BaseBias.to(ScalarType.Float32)).to(y.dtype);
         return y.MoveToOuterDisposeScope();
     }
 
@@ -65,44 +62,20 @@ public sealed class BitFitLayer : Module<Tensor, Tensor>, ITunerLayer
         yield return ("bitfit_bias", bitfit_bias[adapter]);
     }
 
-    public void LoadStateDict(string adapter, IReadOnlyDictionary<string, Tensor> tensors, string modulePath, string source) =>
-        AdapterTensors.Load(StateDict(adapter), tensors, adapter, modulePath, source);
-
-    public IEnumerable<Parameter> AdapterParameters(string adapter) => [bitfit_bias[adapter]];
+    public string Describe(string adapter) => $"bias of {BaseBias.shape[0]}";
 
     /// <summary>b = b0 + sum over adapters of (b_a - b0); one adapter: its bias.</summary>
     public void MergeInPlace(IReadOnlyList<string> adapters, bool safe)
     {
         using var _ = no_grad();
         var bias = BaseBias;
-        foreach (var a in adapters)
+        foreach (var a in book.ToMerge(adapters).ToList())
         {
-            if (merged.Contains(a)) continue;
             using var scope = NewDisposeScope();
-            var b0 = original ?? bias.detach().to(ScalarType.Float32);
-            var newBias = bias.to(ScalarType.Float32) + (bitfit_bias[a] - b0);
-            if (safe && !isfinite(newBias).all().item<bool>())
-                throw new InvalidOperationException($"merging BitFit adapter '{a}' would put NaN or inf into the bias; it was not merged");
-            original ??= bias.detach().to(ScalarType.Float32).clone().DetachFromDisposeScope();
-            bias.copy_(newBias);
-            merged.Add(a);
+            var b0 = book.Original(bias).to(ScalarType.Float32);
+            book.Write(a, [(bias, bias.to(ScalarType.Float32) + (bitfit_bias[a] - b0))], safe);
         }
     }
 
-    public void UnmergeInPlace()
-    {
-        if (original is null) return;
-        using var _ = no_grad();
-        BaseBias.copy_(original);
-        original.Dispose();
-        original = null;
-        merged.Clear();
-    }
-
-    public void DeleteAdapter(string adapter)
-    {
-        if (merged.Contains(adapter)) throw new InvalidOperationException($"adapter '{adapter}' is merged; unmerge it before deleting");
-        bitfit_bias.Remove(adapter);
-        ActiveAdapters = ActiveAdapters.Where(a => a != adapter).ToList();
-    }
+    public void RemoveTensors(string adapter) => bitfit_bias.Remove(adapter);
 }

@@ -9,6 +9,8 @@ public sealed class BitFitTuner : ITuner
     public Type ConfigType => typeof(BitFitConfig);
     public IReadOnlySet<string> KnownUnusedKeys { get; } = new HashSet<string>();
 
+    public IReadOnlyList<MethodPreset> Presets { get; } = [new("bitfit", s => new BitFitConfig { TaskType = s.TaskType })];
+
     public void Inject(PeftModel model, string name, PeftConfig config)
     {
         var c = (BitFitConfig)config;

@@ -15,7 +15,7 @@ public sealed class BottleneckLayer : Module<Tensor, Tensor>, ITunerLayer
     sealed record Settings(bool Parallel, double Scaling, string Activation, double Dropout);
 
     readonly long inFeatures, outFeatures;
-    readonly Dictionary<string, Settings> settings = new();
+    readonly AdapterBook<Settings> book;
 
     Module<Tensor, Tensor> base_layer;
     AdapterDict<Linear> adapter_down = new(), adapter_up = new();
@@ -26,19 +26,17 @@ public sealed class BottleneckLayer : Module<Tensor, Tensor>, ITunerLayer
         base_layer = baseLayer;
         this.inFeatures = inFeatures;
         this.outFeatures = outFeatures;
+        book = new AdapterBook<Settings>(baseLayer);
         RegisterComponents();
     }
 
     public Module BaseLayer => base_layer;
-    public IReadOnlyCollection<string> AdapterNames => settings.Keys;
-    public IReadOnlyList<string> ActiveAdapters { get; set; } = [];
-    public bool Disabled { get; set; }
-    public IReadOnlyList<string> MergedAdapters => [];
+    public IAdapterBook Book => book;
     public bool CanMerge => false;
 
     public void AddAdapter(string name, BottleneckConfig c, Device device)
     {
-        if (settings.ContainsKey(name)) throw new ArgumentException($"adapter '{name}' already exists on this layer");
+        book.CheckNew(name);
         bool parallel = c.AdapterType == "parallel";
         long width = Math.Max(1, outFeatures / c.ReductionFactor);
         var f32 = ScalarType.Float32;
@@ -47,20 +45,19 @@ public sealed class BottleneckLayer : Module<Tensor, Tensor>, ITunerLayer
             foreach (var p in up.parameters()) p.zero_();   // starts as the identity: y = f(x)
         adapter_down.Add(name, nn.Linear(parallel ? inFeatures : outFeatures, width, hasBias: true, device: device, dtype: f32));
         adapter_up.Add(name, up);
-        settings[name] = new Settings(parallel, c.Scaling, c.NonLinearity, c.AdapterDropout);
+        book.Add(name, new Settings(parallel, c.Scaling, c.NonLinearity, c.AdapterDropout));
     }
 
     public override Tensor forward(Tensor x)
     {
-        if (Disabled || ActiveAdapters.Count == 0) return base_layer.call(x);
+        if (book.RunsBaseOnly) return base_layer.call(x);
         using var scope = NewDisposeScope();
         var y = base_layer.call(x);
-        foreach (var a in ActiveAdapters)
+        foreach (var (a, s) in book.ActiveAdapters)
         {
-            var s = settings[a];
             var h = adapter_down[a].call((s.Parallel ? x : y).to(ScalarType.Float32));   // (..., width)
             h = s.Activation switch { "gelu" => nn.functional.gelu(h), "silu" => nn.functional.silu(h), _ => nn.functional.relu(h) };
-            if (s.Dropout > 0) h = nn.functional.dropout(h, s.Dropout, training);
+            if (s.Dropout > 0) h = nn.functional.dropout(h, s.Dropout, book.Training);
             y = y + (adapter_up[a].call(h) * s.Scaling).to(y.dtype);
         }
         return y.MoveToOuterDisposeScope();
@@ -74,21 +71,15 @@ public sealed class BottleneckLayer : Module<Tensor, Tensor>, ITunerLayer
         yield return ("adapter_up.bias", adapter_up[adapter].bias!);
     }
 
-    public void LoadStateDict(string adapter, IReadOnlyDictionary<string, Tensor> tensors, string modulePath, string source) =>
-        AdapterTensors.Load(StateDict(adapter), tensors, adapter, modulePath, source);
-
-    public IEnumerable<Parameter> AdapterParameters(string adapter) => StateDict(adapter).Select(kv => (Parameter)kv.Value);
+    public string Describe(string adapter) =>
+        $"in={inFeatures}, out={outFeatures}, {(book[adapter].Parallel ? "parallel" : "sequential")}, width={adapter_down[adapter].weight!.shape[0]}";
 
     public void MergeInPlace(IReadOnlyList<string> adapters, bool safe) =>
         throw new NotSupportedException("bottleneck adapters are non-linear and cannot be merged into the weights");
 
-    public void UnmergeInPlace() { }
-
-    public void DeleteAdapter(string adapter)
+    public void RemoveTensors(string adapter)
     {
         adapter_down.Remove(adapter);
         adapter_up.Remove(adapter);
-        settings.Remove(adapter);
-        ActiveAdapters = ActiveAdapters.Where(a => a != adapter).ToList();
     }
 }

@@ -9,6 +9,12 @@ public sealed class BottleneckTuner : ITuner
     public Type ConfigType => typeof(BottleneckConfig);
     public IReadOnlySet<string> KnownUnusedKeys { get; } = new HashSet<string>();
 
+    public IReadOnlyList<MethodPreset> Presets { get; } =
+    [
+        new("bottleneck", s => new BottleneckConfig { AdapterType = "sequential", TaskType = s.TaskType }),
+        new("parallel_adapter", s => new BottleneckConfig { AdapterType = "parallel", Scaling = 4.0, TaskType = s.TaskType }),
+    ];
+
     public void Inject(PeftModel model, string name, PeftConfig config)
     {
         var c = (BottleneckConfig)config;

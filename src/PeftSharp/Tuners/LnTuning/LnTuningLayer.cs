@@ -14,8 +14,7 @@ namespace PeftSharp.Tuners.LnTuning;
 /// </summary>
 public sealed class LnTuningLayer : Module<Tensor, Tensor>, ITunerLayer
 {
-    readonly List<string> merged = new();
-    readonly List<(Parameter Target, Tensor Original)> originals = new();
+    readonly AdapterBook<NoSettings> book;
 
     Module<Tensor, Tensor> base_layer;
     AdapterDict<Module<Tensor, Tensor>> ln_tuning_layers = new();
@@ -25,70 +24,48 @@ public sealed class LnTuningLayer : Module<Tensor, Tensor>, ITunerLayer
         if (baseLayer is not (LayerNorm { weight: not null } or RmsNorm or GemmaRmsNorm))
             throw new NotSupportedException($"LN tuning wraps LayerNorm (with weights) or RMSNorm layers, not {baseLayer.GetType().Name}");
         base_layer = baseLayer;
+        book = new AdapterBook<NoSettings>(baseLayer);
         RegisterComponents();
     }
 
     public Module BaseLayer => base_layer;
-    public IReadOnlyCollection<string> AdapterNames => ln_tuning_layers.Keys.ToList();
-    public IReadOnlyList<string> ActiveAdapters { get; set; } = [];
-    public bool Disabled { get; set; }
-    public IReadOnlyList<string> MergedAdapters => merged;
+    public IAdapterBook Book => book;
     public bool CanMerge => true;
 
     public void AddAdapter(string name)
     {
-        if (ln_tuning_layers.ContainsKey(name)) throw new ArgumentException($"adapter '{name}' already exists on this layer");
+        book.CheckNew(name);
         ln_tuning_layers.Add(name, CopyOf(base_layer));
+        book.Add(name, default);
     }
 
     public override Tensor forward(Tensor x)
     {
-        if (Disabled && merged.Count > 0) UnmergeInPlace();
-        if (Disabled || merged.Count > 0 || ActiveAdapters.Count == 0) return base_layer.call(x);
-        if (ActiveAdapters.Count > 1)
-            throw new InvalidOperationException($"LN tuning uses one adapter at a time (each holds a whole copy of the layer); active: {string.Join(", ", ActiveAdapters)}");
-        return ln_tuning_layers[ActiveAdapters[0]].call(x);
+        if (book.RunsBaseOnly) return base_layer.call(x);
+        var active = book.ActiveAdapters.Select(a => a.Name).ToList();
+        if (active.Count > 1)
+            throw new InvalidOperationException($"LN tuning uses one adapter at a time (each holds a whole copy of the layer); active: {string.Join(", ", active)}");
+        return ln_tuning_layers[active[0]].call(x);
     }
 
     public IEnumerable<(string Key, Tensor Value)> StateDict(string adapter) =>
         ln_tuning_layers[adapter].named_parameters().Select(p => ("ln_tuning_layers." + p.name, (Tensor)p.parameter));
 
-    public void LoadStateDict(string adapter, IReadOnlyDictionary<string, Tensor> tensors, string modulePath, string source) =>
-        AdapterTensors.Load(StateDict(adapter), tensors, adapter, modulePath, source);
-
     public IEnumerable<Parameter> AdapterParameters(string adapter) => ln_tuning_layers[adapter].parameters();
 
+    public string Describe(string adapter) => $"a copy of the {base_layer.GetType().Name}";
+
+    /// <summary>Copies the adapter's weights into the base layer (one adapter at a time).</summary>
     public void MergeInPlace(IReadOnlyList<string> adapters, bool safe)
     {
         if (adapters.Count == 0) return;
         if (adapters.Count > 1) throw new InvalidOperationException($"LN tuning merges one adapter at a time; asked for {string.Join(", ", adapters)}");
-        if (merged.Count > 0) UnmergeInPlace();
-        using var _ = no_grad();
-        var copy = ln_tuning_layers[adapters[0]].named_parameters().ToDictionary(p => p.name, p => p.parameter);
-        if (safe && copy.Values.Any(p => !isfinite(p).all().item<bool>()))
-            throw new InvalidOperationException($"adapter '{adapters[0]}' has NaN or inf weights; it was not merged");
-        foreach (var (name, p) in base_layer.named_parameters())
-        {
-            originals.Add((p, p.detach().clone().DetachFromDisposeScope()));
-            p.copy_(copy[name]);
-        }
-        merged.Add(adapters[0]);
+        if (book.IsMerged) book.Unmerge();
+        var copy = ln_tuning_layers[adapters[0]].named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter);
+        book.Write(adapters[0], base_layer.named_parameters().Select(p => (p.parameter, copy[p.name])).ToList(), safe);
     }
 
-    public void UnmergeInPlace()
-    {
-        using var _ = no_grad();
-        foreach (var (p, original) in originals) { p.copy_(original); original.Dispose(); }
-        originals.Clear();
-        merged.Clear();
-    }
-
-    public void DeleteAdapter(string adapter)
-    {
-        if (merged.Contains(adapter)) throw new InvalidOperationException($"adapter '{adapter}' is merged; unmerge it before deleting");
-        ln_tuning_layers.Remove(adapter);
-        ActiveAdapters = ActiveAdapters.Where(a => a != adapter).ToList();
-    }
+    public void RemoveTensors(string adapter) => ln_tuning_layers.Remove(adapter);
 
     // A trainable copy with the same shape, eps and dtype (PEFT deep-copies the module).
     static Module<Tensor, Tensor> CopyOf(Module<Tensor, Tensor> m)

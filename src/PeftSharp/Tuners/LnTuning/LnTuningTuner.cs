@@ -9,6 +9,8 @@ public sealed class LnTuningTuner : ITuner
     public Type ConfigType => typeof(LnTuningConfig);
     public IReadOnlySet<string> KnownUnusedKeys { get; } = new HashSet<string> { "auto_mapping" };
 
+    public IReadOnlyList<MethodPreset> Presets { get; } = [new("ln_tuning", s => new LnTuningConfig { TaskType = s.TaskType })];
+
     public void Inject(PeftModel model, string name, PeftConfig config)
     {
         var c = (LnTuningConfig)config;

@@ -9,6 +9,9 @@ public sealed class LoHaTuner : ITuner
     public Type ConfigType => typeof(LoHaConfig);
     public IReadOnlySet<string> KnownUnusedKeys { get; } = new HashSet<string> { "auto_mapping" };
 
+    public IReadOnlyList<MethodPreset> Presets { get; } =
+        [new("loha", s => new LoHaConfig { R = s.R, Alpha = s.Alpha, TargetModules = s.Targets, TaskType = s.TaskType })];
+
     public void Inject(PeftModel model, string name, PeftConfig config)
     {
         var c = (LoHaConfig)config;

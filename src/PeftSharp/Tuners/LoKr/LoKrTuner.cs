@@ -9,6 +9,9 @@ public sealed class LoKrTuner : ITuner
     public Type ConfigType => typeof(LoKrConfig);
     public IReadOnlySet<string> KnownUnusedKeys { get; } = new HashSet<string> { "auto_mapping" };
 
+    public IReadOnlyList<MethodPreset> Presets { get; } =
+        [new("lokr", s => new LoKrConfig { R = s.R, Alpha = s.Alpha, TargetModules = s.Targets, TaskType = s.TaskType })];
+
     public void Inject(PeftModel model, string name, PeftConfig config)
     {
         var c = (LoKrConfig)config;

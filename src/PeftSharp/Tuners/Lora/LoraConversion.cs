@@ -14,7 +14,7 @@ internal static class LoraConversion
     {
         foreach (var (path, layer) in model.TunerLayers())
         {
-            if (layer is not LoraLayer lora || !lora.AdapterNames.Contains(adapter)) continue;
+            if (layer is not LoraLayer lora || !lora.Book.Names.Contains(adapter)) continue;
             var init = lora.Initial(adapter) ?? throw new InvalidOperationException($"'{path}' has no recorded initial weights to convert from");
             var keyA = $"base_model.model.{path}.lora_A.weight";
             var keyB = $"base_model.model.{path}.lora_B.weight";

@@ -13,13 +13,11 @@ namespace PeftSharp.Tuners.Lora;
 /// </summary>
 public sealed class LoraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
 {
+    sealed record Settings(double Scaling, double Dropout);
+
     readonly BaseKind kind;
     readonly long inFeatures, outFeatures;
-    readonly Dictionary<string, double> scaling = new();
-    readonly Dictionary<string, double> dropoutP = new();
-    readonly Dictionary<string, bool> fanInFanOut = new();
-    readonly List<string> merged = new();
-    readonly List<(string Adapter, Tensor Delta)> mergedDeltas = new();
+    readonly AdapterBook<Settings> book;
 
     Module<Tensor, Tensor> base_layer;
     AdapterDict<Linear> lora_A = new(), lora_B = new();
@@ -32,24 +30,20 @@ public sealed class LoraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
         kind = BaseLayers.KindOf(baseLayer);
         if (kind == BaseKind.Other) throw new NotSupportedException($"LoRA cannot wrap a {baseLayer.GetType().Name}");
         (inFeatures, outFeatures) = BaseLayers.Features(baseLayer);
+        book = new AdapterBook<Settings>(baseLayer);
         RegisterComponents();
-        train(baseLayer.training); // new modules start in training mode; follow the model (else dropout stays on at inference)
     }
 
     public Module BaseLayer => base_layer;
-    public IReadOnlyCollection<string> AdapterNames => scaling.Keys;
-    public IReadOnlyList<string> ActiveAdapters { get; set; } = [];
-    public bool Disabled { get; set; }
-    public IReadOnlyList<string> MergedAdapters => merged;
-    public bool CanMerge => true;
-    public double Scaling(string adapter) => scaling[adapter];
+    public IAdapterBook Book => book;
+    public double Scaling(string adapter) => book[adapter].Scaling;
     public int Rank(string adapter) => kind == BaseKind.Embedding ? (int)lora_embedding_A[adapter].shape[0] : (int)lora_A[adapter].weight!.shape[0];
     public bool UsesDora(string adapter) => lora_magnitude_vector.ContainsKey(adapter);
 
     /// <summary>Adds an adapter of rank <paramref name="r"/>, initialised as <paramref name="init"/> says.</summary>
     public void AddAdapter(string name, int r, double scale, LoraConfig config)
     {
-        if (scaling.ContainsKey(name)) throw new ArgumentException($"adapter '{name}' already exists on this layer");
+        book.CheckNew(name);
         if (r <= 0) throw new ArgumentException($"LoRA rank must be positive, got {r}");
         var dtype = ScalarType.Float32; // adapter weights train in float32 whatever the base dtype
         var device = BaseLayers.Weight(base_layer).device;
@@ -66,9 +60,7 @@ public sealed class LoraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
                 lora_B.Add(name, nn.Linear(r, outFeatures, hasBias: config.LoraBias, dtype: dtype, device: device));
             }
         }
-        scaling[name] = scale;
-        dropoutP[name] = config.LoraDropout;
-        fanInFanOut[name] = config.FanInFanOut;
+        book.Add(name, new Settings(scale, config.LoraDropout));
         LoraInit.Initialise(this, name, config);
         if (config.UseDora)
         {
@@ -94,7 +86,7 @@ public sealed class LoraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
     public Tensor DeltaWeight(string adapter)
     {
         if (UsesDora(adapter)) throw new InvalidOperationException("a DoRA adapter's effect is not an additive delta; merge it instead");
-        return ToStorage(DeltaOutIn(adapter, scaling[adapter]));
+        return ToStorage(DeltaOutIn(adapter, book[adapter].Scaling));
     }
 
     Tensor ToStorage(Tensor outIn) => kind == BaseKind.Conv1D ? outIn.t() : outIn;
@@ -110,34 +102,29 @@ public sealed class LoraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
 
     public override Tensor forward(Tensor x)
     {
-        if (Disabled)
-        {
-            if (merged.Count > 0) UnmergeInPlace();
-            return base_layer.call(x);
-        }
-        if (merged.Count > 0 || ActiveAdapters.Count == 0) return base_layer.call(x);
+        if (book.RunsBaseOnly) return base_layer.call(x);
         using var scope = NewDisposeScope();
         var result = base_layer.call(x);
-        foreach (var a in ActiveAdapters)
+        bool training = book.Training;
+        foreach (var (a, s) in book.ActiveAdapters)
         {
-            if (!scaling.ContainsKey(a)) continue;
             if (kind == BaseKind.Embedding)
             {
                 var afterA = A(a).t().index_select(0, x.reshape(-1)).view([.. x.shape, -1]);
-                result = result + (matmul(afterA, B(a).t()) * scaling[a]).to(result.dtype);
+                result = result + (matmul(afterA, B(a).t()) * s.Scaling).to(result.dtype);
                 continue;
             }
             if (!UsesDora(a) && IsLowPrecision(x.dtype) && A(a).dtype != x.dtype)
             {
-                result = AddLowPrecision(result, x, a);
+                result = AddLowPrecision(result, x, a, s, training);
                 continue;
             }
             var xa = x.to(A(a).dtype);
-            var dropped = dropoutP[a] > 0 ? nn.functional.dropout(xa, dropoutP[a], training) : xa;
+            var dropped = s.Dropout > 0 ? nn.functional.dropout(xa, s.Dropout, training) : xa;
             if (UsesDora(a))
-                result = result + Dora.Forward(this, a, dropped, result, dropoutP[a] > 0 && training).to(result.dtype);
+                result = result + Dora.Forward(this, a, dropped, result, s.Dropout > 0 && training).to(result.dtype);
             else
-                result = result + (lora_B[a].call(lora_A[a].call(dropped)) * scaling[a]).to(result.dtype);
+                result = result + (lora_B[a].call(lora_A[a].call(dropped)) * s.Scaling).to(result.dtype);
         }
         return result.MoveToOuterDisposeScope();
     }
@@ -150,15 +137,15 @@ public sealed class LoraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
     /// the scaling is folded into B, and the product and the sum with the base output are one addmm (no separate
     /// [tokens x out] product). Gradients reach the float32 weights through the casts.
     /// </summary>
-    Tensor AddLowPrecision(Tensor result, Tensor x, string a)
+    Tensor AddLowPrecision(Tensor result, Tensor x, string a, Settings s, bool training)
     {
         var dtype = x.dtype;
-        var dropped = dropoutP[a] > 0 && training ? nn.functional.dropout(x, dropoutP[a], training) : x;
+        var dropped = s.Dropout > 0 && training ? nn.functional.dropout(x, s.Dropout, training) : x;
         var afterA = nn.functional.linear(dropped, A(a).to(dtype));                    // [..., r]
-        var scaledB = (B(a) * scaling[a]).to(dtype);                                   // [out, r]
+        var scaledB = (B(a) * s.Scaling).to(dtype);                                    // [out, r]
         var flat = result.reshape(-1, outFeatures);
         var sum = addmm(flat, afterA.reshape(-1, afterA.shape[^1]), scaledB.t(), 1, 1);
-        if (lora_B[a].bias is { } bias) sum = sum + (bias * scaling[a]).to(dtype);
+        if (lora_B[a].bias is { } bias) sum = sum + (bias * s.Scaling).to(dtype);
         return sum.view(result.shape);
     }
 
@@ -173,52 +160,27 @@ public sealed class LoraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
     internal Tensor LoraBranch(string a, Tensor x) => lora_B[a].call(lora_A[a].call(x));
     internal Parameter Magnitude(string a) => lora_magnitude_vector[a].weight;
 
+    /// <summary>W + s B A (DoRA: its re-normalised weight), and the lora_B bias into the base bias, per adapter.</summary>
     public void MergeInPlace(IReadOnlyList<string> adapters, bool safe)
     {
         using var _ = no_grad();
         var weight = BaseLayers.Weight(base_layer);
-        foreach (var a in adapters)
+        foreach (var a in book.ToMerge(adapters).ToList())
         {
-            if (!scaling.ContainsKey(a) || merged.Contains(a)) continue;
             using var scope = NewDisposeScope();
-            Tensor newWeight;
-            if (UsesDora(a)) newWeight = Dora.MergedWeight(this, a);
-            else newWeight = weight.to(ScalarType.Float32) + DeltaWeight(a).to(ScalarType.Float32);
-            if (safe && !isfinite(newWeight).all().item<bool>())
-                throw new InvalidOperationException($"merging adapter '{a}' would put NaN or inf into the base weight; it was not merged");
-            var delta = (newWeight - weight.to(ScalarType.Float32)).DetachFromDisposeScope();
-            weight.copy_(newWeight.to(weight.dtype));
-            if (config_bias(a) is { } lb && BaseLayers.Bias(base_layer) is { } bias) bias.add_(lb.to(bias.dtype));
-            mergedDeltas.Add((a, delta));
-            merged.Add(a);
+            var newWeight = UsesDora(a) ? Dora.MergedWeight(this, a) : weight.to(ScalarType.Float32) + DeltaWeight(a).to(ScalarType.Float32);
+            var values = new List<(Parameter, Tensor)> { (weight, newWeight) };
+            if (kind != BaseKind.Embedding && lora_B[a].bias is { } lb && BaseLayers.Bias(base_layer) is { } bias)
+                values.Add((bias, bias.to(ScalarType.Float32) + lb * book[a].Scaling));
+            book.Write(a, values, safe);
         }
     }
 
-    Tensor? config_bias(string a) => kind != BaseKind.Embedding && lora_B[a].bias is { } b ? b * scaling[a] : null;
-
-    public void UnmergeInPlace()
+    public void RemoveTensors(string adapter)
     {
-        using var _ = no_grad();
-        var weight = BaseLayers.Weight(base_layer);
-        for (int i = mergedDeltas.Count - 1; i >= 0; i--)
-        {
-            var (a, delta) = mergedDeltas[i];
-            weight.copy_((weight.to(ScalarType.Float32) - delta).to(weight.dtype));
-            if (config_bias(a) is { } lb && BaseLayers.Bias(base_layer) is { } bias) bias.sub_(lb.to(bias.dtype));
-            delta.Dispose();
-        }
-        mergedDeltas.Clear();
-        merged.Clear();
-    }
-
-    public void DeleteAdapter(string adapter)
-    {
-        if (merged.Contains(adapter)) throw new InvalidOperationException($"adapter '{adapter}' is merged; unmerge it before deleting");
         lora_A.Remove(adapter); lora_B.Remove(adapter);
         if (lora_embedding_A.ContainsKey(adapter)) { lora_embedding_A.Remove(adapter); lora_embedding_B.Remove(adapter); }
         lora_magnitude_vector.Remove(adapter);
-        scaling.Remove(adapter); dropoutP.Remove(adapter); fanInFanOut.Remove(adapter);
-        ActiveAdapters = ActiveAdapters.Where(a => a != adapter).ToList();
     }
 
     public IEnumerable<(string Key, Tensor Value)> StateDict(string adapter)
@@ -235,22 +197,8 @@ public sealed class LoraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
         if (UsesDora(adapter)) yield return ("lora_magnitude_vector", Magnitude(adapter));
     }
 
-    public void LoadStateDict(string adapter, IReadOnlyDictionary<string, Tensor> tensors, string modulePath, string source)
-    {
-        using var _ = no_grad();
-        foreach (var (key, target) in StateDict(adapter).ToList())
-        {
-            if (!tensors.TryGetValue(key, out var t))
-                throw new InvalidDataException($"{source}: missing tensor '{modulePath}.{key}' for adapter '{adapter}'");
-            if (!t.shape.SequenceEqual(target.shape))
-                throw new InvalidDataException($"{source}: tensor '{modulePath}.{key}' has shape [{string.Join(",", t.shape)}] but the " +
-                    $"layer expects [{string.Join(",", target.shape)}] (base layer in={inFeatures}, out={outFeatures}, r={Rank(adapter)}): " +
-                    "is this adapter for another model, or is r / rank_pattern in adapter_config.json wrong?");
-            target.copy_(t);
-        }
-    }
-
-    public IEnumerable<Parameter> AdapterParameters(string adapter) => StateDict(adapter).Select(kv => (Parameter)kv.Value);
+    public string Describe(string adapter) =>
+        $"base layer in={inFeatures}, out={outFeatures}, r={Rank(adapter)}{(UsesDora(adapter) ? ", DoRA" : "")}{(kind == BaseKind.Embedding ? ", embedding" : "")}";
 }
 
 /// <summary>DoRA's learnable magnitude, one scale per output feature (PEFT: <c>lora_magnitude_vector.default.weight</c>).</summary>

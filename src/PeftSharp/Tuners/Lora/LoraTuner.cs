@@ -1,4 +1,5 @@
 using PeftSharp.Peft;
+using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace PeftSharp.Tuners.Lora;
@@ -8,13 +9,41 @@ public sealed class LoraTuner : ITuner
     public string PeftType => "LORA";
     public Type ConfigType => typeof(LoraConfig);
 
-    public IReadOnlySet<string> KnownUnusedKeys { get; } = new HashSet<string>
+    public IReadOnlySet<string> KnownUnusedKeys => LoraKeys.Unused;
+    public IReadOnlySet<string> UnsupportedKeys => LoraKeys.Unsupported;
+
+    public IReadOnlyList<MethodPreset> Presets { get; } =
+    [
+        new("lora", Lora),
+        new("dora", s => Lora(s) with { UseDora = true }),
+        new("rslora", s => Lora(s) with { UseRslora = true }),
+        new("pissa", s => Lora(s) with { InitLoraWeights = "pissa_niter_4" }),
+        new("olora", s => Lora(s) with { InitLoraWeights = "olora" }),
+    ];
+
+    static LoraConfig Lora(PresetSettings s) => new()
     {
-        "alora_invocation_tokens", "arrow_config", "auto_mapping", "corda_config", "ensure_weight_tying", "eva_config",
-        "layer_replication", "loftq_config", "lora_ga_config", "megatron_config", "megatron_core", "monteclora_config",
-        "qalora_group_size", "target_parameters", "trainable_token_indices", "use_bdlora", "use_qalora", "velora_config",
-        "kasa_config", "runtime_config",
+        R = s.R, LoraAlpha = s.Alpha, LoraDropout = s.Dropout, UseRslora = s.UseRslora, UseDora = s.UseDora,
+        TargetModules = s.Targets, TaskType = s.TaskType, BaseModelNameOrPath = s.BaseModel,
     };
+
+    // bias="all" trains every bias of the base, "lora_only" those of wrapped layers (PEFT's LoRA bias option).
+    public IEnumerable<(string Name, Parameter P)> TrainedBaseParameters(PeftModel model, PeftConfig config)
+    {
+        if (config is not LoraConfig { Bias: "all" or "lora_only" } c) yield break;
+        foreach (var (name, p) in model.Base.named_parameters())
+        {
+            if (!name.EndsWith(".bias", StringComparison.Ordinal) || name.Contains(".lora_", StringComparison.Ordinal)) continue;
+            if (name.Contains(".modules_to_save.", StringComparison.Ordinal)) continue;
+            if (c.Bias == "lora_only" && !name.EndsWith(".base_layer.bias", StringComparison.Ordinal)) continue;
+            yield return (name, p);
+        }
+    }
+
+    public PeftConfig BeforeSave(PeftModel model, string adapter, PeftConfig config, Dictionary<string, Tensor> tensors, bool convertToLora) =>
+        convertToLora && config is LoraConfig { InitLoraWeights: var init } c && (init.StartsWith("pissa", StringComparison.Ordinal) || init == "olora")
+            ? LoraConversion.ToPlainLora(model, adapter, c, tensors)
+            : config;
 
     // PiSSA/OLoRA rewrite the base weight at init; a saved adapter already has its weights.
     public PeftConfig ForLoading(PeftConfig config) => (LoraConfig)config with { InitLoraWeights = "true" };

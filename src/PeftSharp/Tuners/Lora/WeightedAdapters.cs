@@ -32,7 +32,7 @@ public static class WeightedAdapters
             _ => throw new ArgumentException($"majority_sign_method '{majoritySignMethod}' must be total or frequency"),
         };
         var ranks = model.TunerLayers().Select(x => x.Layer).OfType<LoraLayer>()
-            .SelectMany(l => adapters.Where(l.AdapterNames.Contains).Select(l.Rank)).Distinct().ToList();
+            .SelectMany(l => adapters.Where(l.Book.Names.Contains).Select(l.Rank)).Distinct().ToList();
         int newRank;
         if (SplitTypes.Contains(combinationType))
         {
@@ -42,16 +42,16 @@ public static class WeightedAdapters
         else if (combinationType == "cat") newRank = configs.Sum(c => c.R);
         else newRank = svdRank ?? ranks.Max();
 
-        var targets = model.TunerLayers().Where(x => x.Layer is LoraLayer l && adapters.Any(l.AdapterNames.Contains)).Select(x => x.Path).ToArray();
+        var targets = model.TunerLayers().Where(x => x.Layer is LoraLayer l && adapters.Any(l.Book.Names.Contains)).Select(x => x.Path).ToArray();
         var config = configs[0] with { R = newRank, LoraAlpha = newRank, TargetModules = targets, RankPattern = new(), AlphaPattern = new(), InitLoraWeights = "true" };
         model.AddAdapter(name, config);
         var generator = seed is { } s ? new torch.Generator((ulong)s) : null;
         using var _ = no_grad();
         foreach (var (path, layer) in model.TunerLayers())
         {
-            if (layer is not LoraLayer l || !l.AdapterNames.Contains(name)) continue;
+            if (layer is not LoraLayer l || !l.Book.Names.Contains(name)) continue;
             using var scope = NewDisposeScope();
-            var present = adapters.Select((a, i) => (a, w: weights[i])).Where(x => l.AdapterNames.Contains(x.a)).ToList();
+            var present = adapters.Select((a, i) => (a, w: weights[i])).Where(x => l.Book.Names.Contains(x.a)).ToList();
             Tensor a, b;
             if (combinationType == "cat")
             {

@@ -18,8 +18,7 @@ public sealed class MissLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
     sealed record Settings(MissMode Mode, int R, int MiniR, double Dropout);
 
     readonly long inFeatures, outFeatures;
-    readonly Dictionary<string, Settings> settings = new();
-    readonly MergeLedger ledger = new();
+    readonly AdapterBook<Settings> book;
 
     Module<Tensor, Tensor> base_layer;
     ParameterDict miss_block = new();
@@ -28,22 +27,18 @@ public sealed class MissLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
     {
         (inFeatures, outFeatures) = BaseLayers.LinearFeatures(baseLayer, "MiSS");
         base_layer = baseLayer;
+        book = new AdapterBook<Settings>(baseLayer);
         RegisterComponents();
-        train(baseLayer.training); // a new wrapper would otherwise be in training mode inside an eval model
     }
 
     public Module BaseLayer => base_layer;
-    public IReadOnlyCollection<string> AdapterNames => settings.Keys;
-    public IReadOnlyList<string> ActiveAdapters { get; set; } = [];
-    public bool Disabled { get; set; }
-    public bool CanMerge => true;
-    public IReadOnlyList<string> MergedAdapters => ledger.Adapters;
-    public MissMode Mode(string adapter) => settings[adapter].Mode;
+    public IAdapterBook Book => book;
+    public MissMode Mode(string adapter) => book[adapter].Mode;
     public Parameter Block(string adapter) => miss_block[adapter];
 
     public void AddAdapter(string name, MissConfig c)
     {
-        if (settings.ContainsKey(name)) throw new ArgumentException($"adapter '{name}' already exists on this layer");
+        book.CheckNew(name);
         int r = c.R;
         if (r <= 0) throw new ArgumentException($"MiSS r must be positive, got {r}");
         var mode = c.InitWeights switch
@@ -68,13 +63,13 @@ public sealed class MissLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
         var block = new Parameter(zeros(shape, dtype: ScalarType.Float32, device: device));
         if (c.InitWeights == "false") nn.init.kaiming_uniform_(block, Math.Sqrt(5));
         miss_block.Add(name, block);
-        settings[name] = new Settings(mode, r, c.MiniR, c.MissDropout);
+        book.Add(name, new Settings(mode, r, c.MiniR, c.MissDropout));
     }
 
     // Balance and mini: M as [r, out] (mini's [r, mini_r] tiled along the output).
     Tensor FullBlock(string a)
     {
-        var s = settings[a];
+        var s = book[a];
         var m = miss_block[a];
         return s.Mode == MissMode.Mini ? m.repeat(1, outFeatures / s.MiniR) : m;
     }
@@ -83,7 +78,7 @@ public sealed class MissLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
     Tensor BatDelta(string a, Tensor w)
     {
         using var scope = NewDisposeScope();
-        int r = settings[a].R;
+        int r = book[a].R;
         var b = miss_block[a];                                                         // [out/r, r, r]
         var blocks = w.reshape(outFeatures / r, r, inFeatures / r, r).permute(2, 0, 1, 3); // [in/r, out/r, r, r]
         var delta = (matmul(blocks, b) + b).permute(1, 2, 0, 3).reshape(outFeatures, inFeatures);
@@ -97,7 +92,7 @@ public sealed class MissLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
     public Tensor DeltaWeight(string adapter)
     {
         using var scope = NewDisposeScope();
-        var s = settings[adapter];
+        var s = book[adapter];
         if (s.Mode == MissMode.Bat)
             return BatDelta(adapter, BaseLayers.Weight(base_layer).detach().to(ScalarType.Float32)).MoveToOuterDisposeScope();
         long tiles = (inFeatures + s.R - 1) / s.R;
@@ -106,27 +101,25 @@ public sealed class MissLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
 
     public override Tensor forward(Tensor x)
     {
-        if (Disabled && ledger.Any) UnmergeInPlace();
-        if (Disabled || ledger.Any) return base_layer.call(x);
+        if (book.RunsBaseOnly) return base_layer.call(x);
         using var scope = NewDisposeScope();
-        var active = ActiveAdapters.Where(settings.ContainsKey).ToList();
+        var active = book.ActiveAdapters.ToList();
         Tensor result;
-        if (active.Any(a => settings[a].Mode == MissMode.Bat))
+        if (active.Any(a => a.Settings.Mode == MissMode.Bat))
         {
             // Bat adapters rewrite the weight, one after the other; the base weight itself stays frozen.
             var w = BaseLayers.Weight(base_layer).detach().to(ScalarType.Float32);
-            foreach (var a in active.Where(a => settings[a].Mode == MissMode.Bat)) w = w + BatDelta(a, w);
+            foreach (var (a, _) in active.Where(a => a.Settings.Mode == MissMode.Bat)) w = w + BatDelta(a, w);
             result = nn.functional.linear(x.to(w.dtype), w, BaseLayers.Bias(base_layer)?.to(w.dtype)).to(x.dtype);
         }
         else result = base_layer.call(x);
-        foreach (var a in active.Where(a => settings[a].Mode != MissMode.Bat))
+        foreach (var (a, s) in active.Where(a => a.Settings.Mode != MissMode.Bat))
         {
-            var s = settings[a];
             var m = FullBlock(a);                                    // [r, out]
             var xa = x.to(m.dtype);
             long pad = (s.R - xa.shape[^1] % s.R) % s.R;
             if (pad > 0) xa = nn.functional.pad(xa, [0, pad]);
-            if (s.Dropout > 0) xa = nn.functional.dropout(xa, s.Dropout, training);
+            if (s.Dropout > 0) xa = nn.functional.dropout(xa, s.Dropout, book.Training);
             var folded = xa.reshape([.. xa.shape[..^1], xa.shape[^1] / s.R, s.R]).sum(-2); // [.., r]: the r-blocks of x summed
             result = result + matmul(folded, m).to(result.dtype);
         }
@@ -136,30 +129,17 @@ public sealed class MissLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
     /// <summary>Bat adapters merge first, in order (each sees the weight the previous one made), as the forward applies them.</summary>
     public void MergeInPlace(IReadOnlyList<string> adapters, bool safe)
     {
-        var ordered = adapters.Where(a => settings.ContainsKey(a) && !ledger.Contains(a))
-            .OrderBy(a => settings[a].Mode == MissMode.Bat ? 0 : 1).ToList();
-        ledger.MergeDeltasInPlace(base_layer, ordered, DeltaWeight, safe);
+        var ordered = book.ToMerge(adapters).OrderBy(a => book[a].Mode == MissMode.Bat ? 0 : 1).ToList();
+        book.MergeDeltas(ordered, DeltaWeight, safe);
     }
 
-    /// <summary>Restores the weight exactly (PEFT inverts I + B for bat; the ledger keeps what was added instead).</summary>
-    public void UnmergeInPlace() => ledger.UndoAllInPlace(base_layer);
-
-    public void DeleteAdapter(string adapter)
-    {
-        if (ledger.Contains(adapter)) throw new InvalidOperationException($"adapter '{adapter}' is merged; unmerge it before deleting");
-        miss_block.Remove(adapter);
-        settings.Remove(adapter);
-        ActiveAdapters = ActiveAdapters.Where(a => a != adapter).ToList();
-    }
+    public void RemoveTensors(string adapter) => miss_block.Remove(adapter);
 
     public IEnumerable<(string Key, Tensor Value)> StateDict(string adapter) => [("miss_block", miss_block[adapter])];
 
-    public void LoadStateDict(string adapter, IReadOnlyDictionary<string, Tensor> tensors, string modulePath, string source)
+    public string Describe(string adapter)
     {
-        var s = settings[adapter];
-        AdapterTensors.CopyInto(StateDict(adapter), tensors, modulePath, adapter, source,
-            $"in={inFeatures}, out={outFeatures}, r={s.R}, mode {s.Mode.ToString().ToLowerInvariant()}{(s.Mode == MissMode.Mini ? $", mini_r={s.MiniR}" : "")}");
+        var s = book[adapter];
+        return $"in={inFeatures}, out={outFeatures}, r={s.R}, mode {s.Mode.ToString().ToLowerInvariant()}{(s.Mode == MissMode.Mini ? $", mini_r={s.MiniR}" : "")}";
     }
-
-    public IEnumerable<Parameter> AdapterParameters(string adapter) => [miss_block[adapter]];
 }

@@ -9,6 +9,12 @@ public sealed class MissTuner : ITuner
     public Type ConfigType => typeof(MissConfig);
     public IReadOnlySet<string> KnownUnusedKeys { get; } = new HashSet<string> { "auto_mapping" };
 
+    // "bone" is MiSS's earlier name (PEFT's BONE), kept as an alias.
+    public IReadOnlyList<MethodPreset> Presets { get; } = [new("miss", Miss), new("bone", Miss)];
+
+    static MissConfig Miss(PresetSettings s) =>
+        new() { R = Math.Min(64, s.Model.HiddenSize / 4), TargetModules = s.AttentionOrTargets, TaskType = s.TaskType };
+
     public void Inject(PeftModel model, string name, PeftConfig config)
     {
         var c = (MissConfig)config;

@@ -12,6 +12,9 @@ public sealed class PTuningTuner : ITuner
     // PEFT saves the encoder's output: a loaded adapter is a plain table (it still trains, as a table, if asked to).
     public PeftConfig ForLoading(PeftConfig config) => (PromptEncoderConfig)config with { InferenceMode = true };
 
+    public IReadOnlyList<MethodPreset> Presets { get; } =
+        [new("p_tuning", s => new PromptEncoderConfig { NumVirtualTokens = 16, EncoderHiddenSize = s.Model.HiddenSize, TaskType = s.TaskType })];
+
     public void Inject(PeftModel model, string name, PeftConfig config)
     {
         var c = (PromptEncoderConfig)config;

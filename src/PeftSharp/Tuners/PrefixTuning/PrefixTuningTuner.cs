@@ -11,6 +11,9 @@ public sealed class PrefixTuningTuner : ITuner
     // PEFT saves the prefix itself (the projection's output), so a loaded adapter is a plain table.
     public PeftConfig ForLoading(PeftConfig config) => (PrefixTuningConfig)config with { InferenceMode = true };
 
+    public IReadOnlyList<MethodPreset> Presets { get; } =
+        [new("prefix_tuning", s => new PrefixTuningConfig { NumVirtualTokens = 16, TaskType = s.TaskType })];
+
     public void Inject(PeftModel model, string name, PeftConfig config)
     {
         var c = (PrefixTuningConfig)config;

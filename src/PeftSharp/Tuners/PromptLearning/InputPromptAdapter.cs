@@ -14,6 +14,8 @@ public interface IVirtualTokenEncoder
     /// <summary>Loads a saved <c>prompt_embeddings</c> table, [n, dim].</summary>
     void LoadTable(Tensor table, string source);
     IEnumerable<Parameter> parameters(bool recurse = true);
+    bool training { get; }
+    void train(bool on = true);
 }
 
 /// <summary>
@@ -31,6 +33,8 @@ public sealed class InputPromptAdapter(IVirtualTokenEncoder encoder, int numVirt
     public Tensor Forward(PretrainedModel model, ModelInputs inputs)
     {
         using var scope = NewDisposeScope();
+        // The encoder lives outside the model's module tree: it follows the model's train/eval mode here (LSTM dropout).
+        if (encoder.training != model.training) encoder.train(model.training);
         if (inputs.Cache is { Length: > 0 })  // a later decode step: the virtual tokens are in the cache
             return model.Forward(VirtualTokens.AfterCachedVirtualTokens(inputs, numVirtualTokens)).MoveToOuterDisposeScope();
         return model.Forward(VirtualTokens.Prepend(model, inputs, encoder.Encode())).MoveToOuterDisposeScope();
@@ -38,10 +42,15 @@ public sealed class InputPromptAdapter(IVirtualTokenEncoder encoder, int numVirt
 
     public KvCache NewCache(PretrainedModel model, long batch) => model.NewCache();
 
+    /// <summary>The table as inference computes it: an encoder with dropout (P-tuning's LSTM) is run in eval mode.</summary>
     public IEnumerable<(string Key, Tensor Value)> StateDict()
     {
         using var _ = no_grad();
-        yield return (Key, encoder.Encode().detach());
+        bool training = encoder.training;
+        encoder.train(false);
+        var table = encoder.Encode().detach();
+        encoder.train(training);
+        yield return (Key, table);
     }
 
     public void LoadStateDict(IReadOnlyDictionary<string, Tensor> tensors, string source)

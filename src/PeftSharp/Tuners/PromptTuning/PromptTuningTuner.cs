@@ -15,6 +15,9 @@ public sealed class PromptTuningTuner : ITuner
     // Saved weights replace the table: no need for a tokenizer to initialise it.
     public PeftConfig ForLoading(PeftConfig config) => (PromptTuningConfig)config with { InferenceMode = true };
 
+    public IReadOnlyList<MethodPreset> Presets { get; } =
+        [new("prompt_tuning", s => new PromptTuningConfig { NumVirtualTokens = 16, TaskType = s.TaskType })];
+
     public void Inject(PeftModel model, string name, PeftConfig config)
     {
         var c = (PromptTuningConfig)config;

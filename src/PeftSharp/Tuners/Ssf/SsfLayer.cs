@@ -14,8 +14,7 @@ namespace PeftSharp.Tuners.Ssf;
 public sealed class SsfLayer : Module<Tensor, Tensor>, ITunerLayer
 {
     readonly long channels;
-    readonly List<string> merged = new();
-    readonly List<(Parameter Target, Tensor Original)> originals = new();
+    readonly AdapterBook<NoSettings> book;
 
     Module<Tensor, Tensor> base_layer;
     ParameterDict ssf_scale = new(), ssf_shift = new();
@@ -25,14 +24,12 @@ public sealed class SsfLayer : Module<Tensor, Tensor>, ITunerLayer
     {
         base_layer = baseLayer;
         this.channels = Parts(baseLayer).Channels ?? channels;
+        book = new AdapterBook<NoSettings>(baseLayer);
         RegisterComponents();
     }
 
     public Module BaseLayer => base_layer;
-    public IReadOnlyCollection<string> AdapterNames => ssf_scale.Keys.ToList();
-    public IReadOnlyList<string> ActiveAdapters { get; set; } = [];
-    public bool Disabled { get; set; }
-    public IReadOnlyList<string> MergedAdapters => merged;
+    public IAdapterBook Book => book;
 
     /// <summary>The layer has a weight to scale, and a bias for the shift (or no shift yet).</summary>
     public bool CanMerge
@@ -48,19 +45,19 @@ public sealed class SsfLayer : Module<Tensor, Tensor>, ITunerLayer
 
     public void AddAdapter(string name, Device device)
     {
-        if (ssf_scale.ContainsKey(name)) throw new ArgumentException($"adapter '{name}' already exists on this layer");
+        book.CheckNew(name);
         ssf_scale.Add(name, new Parameter(ones(channels, ScalarType.Float32, device)));
         ssf_shift.Add(name, new Parameter(zeros(channels, ScalarType.Float32, device)));
+        book.Add(name, default);
     }
 
     public override Tensor forward(Tensor x)
     {
-        if (Disabled && merged.Count > 0) UnmergeInPlace();
-        if (Disabled || merged.Count > 0 || ActiveAdapters.Count == 0) return base_layer.call(x);
+        if (book.RunsBaseOnly) return base_layer.call(x);
         using var scope = NewDisposeScope();
         var y = base_layer.call(x);
         var dtype = y.dtype;
-        foreach (var a in ActiveAdapters) y = y.to(ScalarType.Float32) * ssf_scale[a] + ssf_shift[a];
+        foreach (var (a, _) in book.ActiveAdapters) y = y.to(ScalarType.Float32) * ssf_scale[a] + ssf_shift[a];
         return y.to(dtype).MoveToOuterDisposeScope();
     }
 
@@ -70,10 +67,7 @@ public sealed class SsfLayer : Module<Tensor, Tensor>, ITunerLayer
         yield return ("ssf_shift", ssf_shift[adapter]);
     }
 
-    public void LoadStateDict(string adapter, IReadOnlyDictionary<string, Tensor> tensors, string modulePath, string source) =>
-        AdapterTensors.Load(StateDict(adapter), tensors, adapter, modulePath, source);
-
-    public IEnumerable<Parameter> AdapterParameters(string adapter) => [ssf_scale[adapter], ssf_shift[adapter]];
+    public string Describe(string adapter) => $"{channels} channels";
 
     /// <summary>W' = gamma * W per output channel, b' = gamma * b + beta, for each adapter in turn.</summary>
     public void MergeInPlace(IReadOnlyList<string> adapters, bool safe)
@@ -81,9 +75,8 @@ public sealed class SsfLayer : Module<Tensor, Tensor>, ITunerLayer
         var (w, b, _) = Parts(base_layer);
         if (w is null) throw new NotSupportedException($"SSF cannot merge into a {base_layer.GetType().Name} (no weight); keep it unmerged");
         using var _ = no_grad();
-        foreach (var a in adapters)
+        foreach (var a in book.ToMerge(adapters).ToList())
         {
-            if (merged.Contains(a)) continue;
             if (b is null && ssf_shift[a].count_nonzero().item<long>() > 0)
                 throw new NotSupportedException($"SSF adapter '{a}': its shift cannot be merged into a {base_layer.GetType().Name} without a bias " +
                     "(Llama's layers are bias-free); keep the adapter unmerged");
@@ -92,30 +85,16 @@ public sealed class SsfLayer : Module<Tensor, Tensor>, ITunerLayer
             // Linear stores [out, in]: scale rows; Conv1D stores [in, out] and norms [channels]: scale the last dim.
             var newW = base_layer is Linear ? w.to(ScalarType.Float32) * scale.unsqueeze(1) : w.to(ScalarType.Float32) * scale;
             var newB = b is null ? null : b.to(ScalarType.Float32) * scale + ssf_shift[a];
-            if (safe && (!isfinite(newW).all().item<bool>() || (newB is not null && !isfinite(newB).all().item<bool>())))
-                throw new InvalidOperationException($"merging SSF adapter '{a}' would put NaN or inf into the weights; it was not merged");
-            if (merged.Count == 0)
-                foreach (var p in new[] { w, b }.OfType<Parameter>()) originals.Add((p, p.detach().clone().DetachFromDisposeScope()));
-            w.copy_(newW);
-            b?.copy_(newB!);
-            merged.Add(a);
+            var values = new List<(Parameter, Tensor)> { (w, newW) };
+            if (b is not null) values.Add((b, newB!));
+            book.Write(a, values, safe);
         }
     }
 
-    public void UnmergeInPlace()
+    public void RemoveTensors(string adapter)
     {
-        using var _ = no_grad();
-        foreach (var (p, original) in originals) { p.copy_(original); original.Dispose(); }
-        originals.Clear();
-        merged.Clear();
-    }
-
-    public void DeleteAdapter(string adapter)
-    {
-        if (merged.Contains(adapter)) throw new InvalidOperationException($"adapter '{adapter}' is merged; unmerge it before deleting");
         ssf_scale.Remove(adapter);
         ssf_shift.Remove(adapter);
-        ActiveAdapters = ActiveAdapters.Where(a => a != adapter).ToList();
     }
 
     // The parameters SSF merges into, and the channel count when the layer says it.

@@ -9,6 +9,16 @@ public sealed class SsfTuner : ITuner
     public Type ConfigType => typeof(SsfConfig);
     public IReadOnlySet<string> KnownUnusedKeys { get; } = new HashSet<string>();
 
+    // "all-linear" here means every projection, including GPT-2's Conv1D and BERT's attention layers.
+    public IReadOnlyList<MethodPreset> Presets { get; } =
+    [
+        new("ssf", s => new SsfConfig
+        {
+            TargetModules = s.AllLinear ? ModuleSelector.Pattern(".*_proj|.*c_attn|.*c_fc|.*c_proj|.*dense|query|key|value") : s.Targets,
+            TaskType = s.TaskType,
+        }),
+    ];
+
     public void Inject(PeftModel model, string name, PeftConfig config)
     {
         var c = (SsfConfig)config;

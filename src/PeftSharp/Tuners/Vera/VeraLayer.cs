@@ -13,8 +13,7 @@ public sealed class VeraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
 {
     sealed record Settings(VeraProjections Projections, double Dropout);
 
-    readonly Dictionary<string, Settings> settings = new();
-    readonly MergeLedger ledger = new();
+    readonly AdapterBook<Settings> book;
 
     Module<Tensor, Tensor> base_layer;
     ParameterDict vera_lambda_b = new(), vera_lambda_d = new();
@@ -23,22 +22,18 @@ public sealed class VeraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
     {
         (InFeatures, OutFeatures) = BaseLayers.LinearFeatures(baseLayer, "VeRA", conv1D: true);
         base_layer = baseLayer;
+        book = new AdapterBook<Settings>(baseLayer);
         RegisterComponents();
-        train(baseLayer.training); // a new wrapper would otherwise be in training mode inside an eval model
     }
 
     public long InFeatures { get; }
     public long OutFeatures { get; }
     public Module BaseLayer => base_layer;
-    public IReadOnlyCollection<string> AdapterNames => settings.Keys;
-    public IReadOnlyList<string> ActiveAdapters { get; set; } = [];
-    public bool Disabled { get; set; }
-    public bool CanMerge => true;
-    public IReadOnlyList<string> MergedAdapters => ledger.Adapters;
+    public IAdapterBook Book => book;
 
     public void AddAdapter(string name, VeraProjections projections, VeraConfig c)
     {
-        if (settings.ContainsKey(name)) throw new ArgumentException($"adapter '{name}' already exists on this layer");
+        book.CheckNew(name);
         if (projections.A.shape[1] < InFeatures || projections.B.shape[0] < OutFeatures)
             throw new ArgumentException($"VeRA projections {AdapterTensors.Shape(projections.A)}, {AdapterTensors.Shape(projections.B)} are too small for a layer with in={InFeatures}, out={OutFeatures}");
         var device = BaseLayers.Weight(base_layer).device;
@@ -48,11 +43,11 @@ public sealed class VeraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
         var lambdaD = c.InitWeights ? full(r, c.DInitial, device: device) : randn(r, device: device);
         vera_lambda_b.Add(name, new Parameter(lambdaB));
         vera_lambda_d.Add(name, new Parameter(lambdaD));
-        settings[name] = new Settings(projections, c.VeraDropout);
+        book.Add(name, new Settings(projections, c.VeraDropout));
     }
 
-    Tensor SlicedA(string a) => settings[a].Projections.A.narrow(1, 0, InFeatures); // [r, in]
-    Tensor SlicedB(string a) => settings[a].Projections.B.narrow(0, 0, OutFeatures); // [out, r]
+    Tensor SlicedA(string a) => book[a].Projections.A.narrow(1, 0, InFeatures); // [r, in]
+    Tensor SlicedB(string a) => book[a].Projections.B.narrow(0, 0, OutFeatures); // [out, r]
 
     /// <summary>(λb ⊙ B)(λd ⊙ A): [out, in], in the base weight's storage layout.</summary>
     public Tensor DeltaWeight(string adapter)
@@ -64,43 +59,27 @@ public sealed class VeraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
 
     public override Tensor forward(Tensor x)
     {
-        if (Disabled && ledger.Any) UnmergeInPlace();
-        if (Disabled || ledger.Any) return base_layer.call(x);
+        if (book.RunsBaseOnly) return base_layer.call(x);
         using var scope = NewDisposeScope();
         var result = base_layer.call(x);
-        foreach (var a in ActiveAdapters)
+        foreach (var (a, s) in book.ActiveAdapters)
         {
-            if (!settings.TryGetValue(a, out var s)) continue;
             var lambdaB = vera_lambda_b[a];
             var xa = x.to(lambdaB.dtype);
-            if (s.Dropout > 0) xa = nn.functional.dropout(xa, s.Dropout, training);
+            if (s.Dropout > 0) xa = nn.functional.dropout(xa, s.Dropout, book.Training);
             var down = vera_lambda_d[a] * nn.functional.linear(xa, SlicedA(a)); // [.., r]
             result = result + (lambdaB * nn.functional.linear(down, SlicedB(a))).to(result.dtype);
         }
         return result.MoveToOuterDisposeScope();
     }
 
-    public void MergeInPlace(IReadOnlyList<string> adapters, bool safe)
+    public void RemoveTensors(string adapter)
     {
-        ledger.MergeDeltasInPlace(base_layer, adapters.Where(settings.ContainsKey), DeltaWeight, safe);
-    }
-
-    public void UnmergeInPlace() => ledger.UndoAllInPlace(base_layer);
-
-    public void DeleteAdapter(string adapter)
-    {
-        if (ledger.Contains(adapter)) throw new InvalidOperationException($"adapter '{adapter}' is merged; unmerge it before deleting");
         vera_lambda_b.Remove(adapter); vera_lambda_d.Remove(adapter);
-        settings.Remove(adapter);
-        ActiveAdapters = ActiveAdapters.Where(a => a != adapter).ToList();
     }
 
     public IEnumerable<(string Key, Tensor Value)> StateDict(string adapter) =>
         [("vera_lambda_b", vera_lambda_b[adapter]), ("vera_lambda_d", vera_lambda_d[adapter])];
 
-    public void LoadStateDict(string adapter, IReadOnlyDictionary<string, Tensor> tensors, string modulePath, string source) =>
-        AdapterTensors.CopyInto(StateDict(adapter), tensors, modulePath, adapter, source,
-            $"in={InFeatures}, out={OutFeatures}, r={vera_lambda_d[adapter].shape[0]}");
-
-    public IEnumerable<Parameter> AdapterParameters(string adapter) => [vera_lambda_b[adapter], vera_lambda_d[adapter]];
+    public string Describe(string adapter) => $"in={InFeatures}, out={OutFeatures}, r={vera_lambda_d[adapter].shape[0]}";
 }

@@ -9,6 +9,10 @@ public sealed class VeraTuner : ITuner
     public Type ConfigType => typeof(VeraConfig);
     public IReadOnlySet<string> KnownUnusedKeys { get; } = new HashSet<string> { "auto_mapping" };
 
+    // VeRA's vectors are cheap and its shared projections need rank: at least 64, on the attention projections.
+    public IReadOnlyList<MethodPreset> Presets { get; } =
+        [new("vera", s => new VeraConfig { R = Math.Max(s.R, 64), TargetModules = s.AttentionOrTargets, TaskType = s.TaskType })];
+
     public void Inject(PeftModel model, string name, PeftConfig config)
     {
         var c = (VeraConfig)config;
