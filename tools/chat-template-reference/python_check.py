@@ -67,8 +67,8 @@ def check_models(env, folder):
         if "cases" not in fixture:
             continue
         for case in fixture["cases"]:
-            context = {"messages": case["messages"], "add_generation_prompt": case["add_generation_prompt"],
-                       **({"tools": case["tools"]} if "tools" in case else {}), **case.get("extra", {})}
+            context = {"messages": case["messages"], "tools": case.get("tools"), "documents": None,
+                       "add_generation_prompt": case["add_generation_prompt"], **case.get("extra", {})}
             for key in ("bos_token", "eos_token"):
                 if fixture[key] is not None:
                     context[key] = fixture[key]

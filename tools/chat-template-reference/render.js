@@ -139,8 +139,9 @@ for (const [name, load] of Object.entries(MODELS)) {
   for (const c of CASES) {
     if (c.tools && !usesTools(m.template)) continue;
     if (c.extra && !Object.keys(c.extra).some((k) => m.template.includes(k))) continue;
-    const context = { messages: c.messages, add_generation_prompt: c.add_generation_prompt, bos_token: m.bos_token,
-      eos_token: m.eos_token, ...(c.tools ? { tools: c.tools } : {}), ...(c.extra || {}) };
+    // transformers always passes tools and documents (None when not given), so both are defined.
+    const context = { messages: c.messages, tools: c.tools ?? null, documents: null, add_generation_prompt: c.add_generation_prompt,
+      bos_token: m.bos_token, eos_token: m.eos_token, ...(c.extra || {}) };
     const out = { name: c.name, messages: c.messages, add_generation_prompt: c.add_generation_prompt };
     if (c.tools) out.tools = c.tools;
     if (c.extra) out.extra = c.extra;

@@ -122,14 +122,16 @@ public sealed class ChatTemplate
 
     RenderedChat RenderValues(List<object?> messages, bool addGenerationPrompt, object? tools, Dictionary<string, object?>? extra)
     {
-        // transformers: messages, tools, documents, add_generation_prompt, the special tokens, then the caller's kwargs.
+        // transformers: messages, tools and documents (None when not given, so defined), add_generation_prompt,
+        // the special tokens, then the caller's kwargs.
         var context = new Dictionary<string, object?>(StringComparer.Ordinal)
         {
             ["messages"] = messages,
+            ["tools"] = tools,
+            ["documents"] = null,
             ["add_generation_prompt"] = addGenerationPrompt,
             ["strftime_now"] = Builtins.StrftimeNow(Now),
         };
-        if (tools != null) context["tools"] = tools;
         foreach (var (key, value) in specialTokens) context[key] = value;
         foreach (var (key, value) in extra ?? []) context[key] = value;
         string text;

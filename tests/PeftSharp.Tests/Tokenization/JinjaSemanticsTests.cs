@@ -44,6 +44,7 @@ public class JinjaSemanticsTests
     [InlineData("{{ 'a' + }}", "line 1: expected an expression, found '}}'")]
     [InlineData("x\n{{ 'open", "line 2: string literal is never closed")]
     [InlineData("{% endif %}", "line 1: '{% endif %}' without a matching opening tag")]
+    [InlineData("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "line 1: macro 'f' nests deeper than 200 calls (endless recursion?)")]
     public void Unsupported_or_broken_templates_name_the_construct_and_line(string template, string message)
     {
         var e = Assert.Throws<TemplateException>(() => JinjaTemplate.Parse(template).Render(new Dictionary<string, object?>()));

@@ -36,6 +36,7 @@ internal static partial class Builtins
         long[] n = a.Select(x => x is long l ? l : throw new TemplateException("range() needs integers")).ToArray();
         var (start, stop, step) = n.Length switch { 1 => (0L, n[0], 1L), 2 => (n[0], n[1], 1L), _ => (n[0], n[1], n[2]) };
         if (step == 0) throw new TemplateException("range() step must not be zero");
+        if ((stop - start) / step > 1_000_000) throw new TemplateException($"range({start}, {stop}, {step}) is longer than a chat template needs (1,000,000)");
         var list = new List<object?>();
         for (long i = start; step > 0 ? i < stop : i > stop; i += step) list.Add(i);
         return list;

@@ -174,8 +174,14 @@ internal sealed class Evaluator
         for (int i = 0; i < parts.Count; i++) scope.Set(s.Targets[i], parts[i]);
     }
 
+    /// <summary>Calls nest at most this deep, so a macro that calls itself forever is an error, not a stack overflow.</summary>
+    const int MaxMacroDepth = 200;
+    int macroDepth;
+
     Callable Macro(MacroNode m, Scope defining) => new(m.Name, (args, kwargs) =>
     {
+        if (macroDepth >= MaxMacroDepth)
+            throw new TemplateException($"line {m.Line}: macro '{m.Name}' nests deeper than {MaxMacroDepth} calls (endless recursion?)");
         if (args.Count > m.Parameters.Count)
             throw new TemplateException($"line {m.Line}: macro '{m.Name}' takes {m.Parameters.Count} arguments, got {args.Count}");
         var scope = new Scope(defining);
@@ -187,7 +193,15 @@ internal sealed class Evaluator
                 : fallback != null ? Eval(fallback, defining) : new Undefined(name);
             scope.Set(name, value);
         }
-        return Capture(m.Body, scope);
+        macroDepth++;
+        try
+        {
+            return Capture(m.Body, scope);
+        }
+        finally
+        {
+            macroDepth--;
+        }
     });
 
     object? Eval(Expr e, Scope scope)
