@@ -26,15 +26,6 @@ public class GenerateChatCliTests
         Assert.Equal(prompt.Length + 2, ids.Length);
     }
 
-    [Fact]
-    public void Chat_without_a_template_says_what_is_missing()
-    {
-        var (exit, output) = RunCli("generate", "--model", Repo.Path("models", "tinycode-3m"), "--prompt", "hi", "--chat");
-
-        Assert.NotEqual(0, exit);
-        Assert.Contains("no chat_template", output);
-    }
-
     static (int ExitCode, string Output) RunCli(params string[] args)
     {
         // tests/PeftSharp.Tests/bin/<Configuration>/<tfm>/ -> src/PeftSharp.Cli/bin/<Configuration>/<tfm>/
