@@ -22,10 +22,15 @@ internal static class GenerateCommand
         var repetition = new Option<double>("--repetition-penalty") { DefaultValueFactory = _ => 1.0, Description = "penalise tokens already present (1 = off)" };
         var seed = new Option<long?>("--seed") { Description = "random seed for sampling" };
         var json = new Option<bool>("--json") { Description = "print {\"ids\": [...], \"text\": \"...\"}" };
+        var chat = new Option<bool>("--chat")
+        {
+            Description = "send --prompt as a user message through the model's chat template (chat_template in tokenizer_config.json "
+                + "or chat_template.jinja; ChatML or Llama 3 when there is none) and open the assistant's turn",
+        };
         var dtype = Options.DType();
         var device = Options.Device();
         var cmd = new Command("generate", "Generate text with a model (and adapter)")
-            { model, adapter, prompt, promptIds, maxNew, greedy, temperature, topP, topK, repetition, seed, json, dtype, device };
+            { model, adapter, prompt, promptIds, maxNew, greedy, temperature, topP, topK, repetition, seed, json, chat, dtype, device };
         cmd.SetAction(CliErrors.Guard(r =>
         {
             var modelDir = r.GetValue(model) ?? Options.BundledModel;
@@ -35,7 +40,11 @@ internal static class GenerateCommand
             if (r.GetValue(promptIds) is { } idText)
                 ids = idText.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse).ToArray();
             else if (r.GetValue(prompt) is { } text)
-                ids = (tokenizer ?? throw new ArgumentException($"--prompt needs {modelDir}/tokenizer.json; use --prompt-ids instead")).Encode(text);
+            {
+                var t = tokenizer ?? throw new ArgumentException($"--prompt needs {modelDir}/tokenizer.json; use --prompt-ids instead");
+                // As apply_chat_template(add_generation_prompt=True): the template writes its own special tokens.
+                ids = r.GetValue(chat) ? t.GetChatTemplate().Encode(t, [new ChatMessage("user", text)], addGenerationPrompt: true).Ids : t.Encode(text);
+            }
             else throw new ArgumentException("give --prompt TEXT or --prompt-ids 1,2,3");
             if (ids.Length == 0 && baseModel.Config.BosTokenId is { } bos) ids = [bos];
             bool sample = !r.GetValue(greedy) && (r.GetValue(temperature) is not null || r.GetValue(topP) is not null || r.GetValue(topK) is not null);

@@ -85,9 +85,17 @@ public static class ExampleTokenizer
     {
         if (tok.RenderChat is null)
             throw new DataFormatException(e.Source,
-                "is a chat ('messages') but this tokenizer has no supported chat template (supported: ChatML, Llama-3); " +
-                "use 'prompt' + 'completion' records instead");
-        var chat = tok.RenderChat(e.Messages!);
+                "is a chat ('messages') but this tokenizer has no chat template (no chat_template in tokenizer_config.json or " +
+                "chat_template.jinja, and no ChatML or Llama-3 tokens for a fallback); add one, or use 'prompt' + 'completion' records");
+        RenderedChat chat;
+        try
+        {
+            chat = tok.RenderChat(e.Messages!);
+        }
+        catch (Exception x) when (x is Tokenization.Jinja.TemplateException or InvalidOperationException)
+        {
+            throw new DataFormatException(e.Source, $"cannot render this chat: {x.Message}");
+        }
         // Encode the text piece by piece at span edges, so every token is wholly inside or outside a trained span.
         var ids = new List<int>();
         var labels = new List<int>();

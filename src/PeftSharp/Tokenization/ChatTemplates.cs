@@ -1,125 +1,196 @@
-using System.Globalization;
-using System.Text;
-using System.Text.RegularExpressions;
+using System.Text.Json.Nodes;
+using PeftSharp.Tokenization.Jinja;
 
 namespace PeftSharp.Tokenization;
 
 /// <summary>One turn of a conversation; <see cref="Role"/> is "system", "user", "assistant" (or "tool").</summary>
 public sealed record ChatMessage(string Role, string Content);
 
-/// <summary>The conversation formats we can render without a Jinja engine.</summary>
-public enum ChatFormat
-{
-    /// <summary><c>&lt;|im_start|&gt;role\ncontent&lt;|im_end|&gt;\n</c> (Qwen2, SmolLM2, many fine-tunes).</summary>
-    ChatML,
-
-    /// <summary>
-    /// <c>&lt;|start_header_id|&gt;role&lt;|end_header_id|&gt;\n\ncontent&lt;|eot_id|&gt;</c> after <c>&lt;|begin_of_text|&gt;</c>.
-    /// </summary>
-    Llama3,
-}
-
-/// <summary>Where message <see cref="MessageIndex"/> landed in the rendered text: content, then the end-of-turn marker.</summary>
-public readonly record struct ChatMessageSpan(int MessageIndex, string Role, int ContentStart, int ContentEnd, int TurnEnd);
-
-/// <summary>A rendered conversation and the span of each message in it.</summary>
-public sealed record RenderedChat(string Text, IReadOnlyList<ChatMessageSpan> Messages)
-{
-    /// <summary>
-    /// The text the model should learn to write: each assistant message's content and its end-of-turn marker
-    /// (so the model learns to stop). The role header before it is prompt, not target.
-    /// </summary>
-    public IReadOnlyList<TokenSpan> AssistantSpans =>
-        [.. Messages.Where(m => m.Role == "assistant").Select(m => new TokenSpan(m.ContentStart, m.TurnEnd))];
-}
+/// <summary>
+/// A rendered conversation and the character spans the model should learn to write: each assistant reply and
+/// the end-of-turn marker after it. <see cref="FromGenerationMarkers"/> tells whether the template marked them
+/// with <c>{% generation %}</c> (transformers' <c>return_assistant_tokens_mask</c>) or they were found by
+/// locating each assistant message in the text.
+/// </summary>
+public sealed record RenderedChat(string Text, IReadOnlyList<TokenSpan> AssistantSpans, bool FromGenerationMarkers);
 
 /// <summary>Token ids of a rendered conversation, and which of them belong to assistant turns (the loss mask).</summary>
 public sealed record ChatEncoding(int[] Ids, bool[] AssistantMask);
 
 /// <summary>
-/// A chat template recognised from the Jinja source in tokenizer_config.json by its markers, and rendered
-/// in C# to the same string as transformers' <c>apply_chat_template</c> (for messages without tools).
+/// A model's chat template: its Jinja source (tokenizer_config.json's <c>chat_template</c> or
+/// <c>chat_template.jinja</c>) run by PeftSharp's Jinja interpreter to the same string as transformers'
+/// <c>apply_chat_template</c>. When a model folder has no template, <see cref="For"/> falls back to
+/// ChatML or Llama 3 if the vocabulary has their markers.
 /// </summary>
-public sealed record ChatTemplate(ChatFormat Format)
+public sealed class ChatTemplate
 {
-    const string Supported = "supported: ChatML (<|im_start|>role\\ncontent<|im_end|>, e.g. Qwen2, SmolLM2) "
-        + "and Llama 3 (<|start_header_id|>role<|end_header_id|>\\n\\ncontent<|eot_id|>)";
+    /// <summary>Markers that close a turn; a located assistant reply's span extends over the one right after it.</summary>
+    static readonly string[] EndOfTurnMarkers =
+        ["<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<｜end▁of▁sentence｜>", "<|endoftext|>", "</s>"];
 
-    /// <summary>Written once before the conversation (Llama 3: the bos token, <c>&lt;|begin_of_text|&gt;</c>).</summary>
-    public string Prefix { get; init; } = "";
+    readonly JinjaTemplate template;
+    readonly Dictionary<string, string> specialTokens;
 
-    /// <summary>ChatML templates such as Qwen2.5's and SmolLM2's insert this system message when the chat has none.</summary>
-    public string? DefaultSystemMessage { get; init; }
-
-    /// <summary>
-    /// Llama 3.1+ templates always open with a system header stating the knowledge cutoff and this date
-    /// ("26 Jul 2024" in 3.1; today's date in 3.2, which calls <c>strftime_now</c>). Null: no such header (Llama 3.0).
-    /// </summary>
-    public string? TodayDate { get; init; }
-
-    /// <summary>Recognises a template from its Jinja source, or says which templates are supported.</summary>
-    public static ChatTemplate Recognise(string? jinja, string? bosToken = null, DateTime? today = null)
+    ChatTemplate(string source, JinjaTemplate template, Dictionary<string, string> specialTokens, string name)
     {
-        if (string.IsNullOrWhiteSpace(jinja))
-            throw new InvalidOperationException($"the tokenizer has no chat_template (tokenizer_config.json or chat_template.jinja); {Supported}");
-        if (jinja.Contains("<|im_start|>", StringComparison.Ordinal) && jinja.Contains("<|im_end|>", StringComparison.Ordinal))
-        {
-            if (jinja.Contains("<think>", StringComparison.Ordinal))
-                throw new NotSupportedException($"ChatML templates with reasoning blocks (<think>, e.g. Qwen3) are not supported; {Supported}");
-            return new ChatTemplate(ChatFormat.ChatML) { DefaultSystemMessage = DefaultChatMLSystem(jinja) };
-        }
-        if (jinja.Contains("<|start_header_id|>", StringComparison.Ordinal) && jinja.Contains("<|eot_id|>", StringComparison.Ordinal))
-        {
-            return new ChatTemplate(ChatFormat.Llama3)
-            {
-                Prefix = bosToken ?? "<|begin_of_text|>",
-                TodayDate = jinja.Contains("Cutting Knowledge Date", StringComparison.Ordinal) ? Llama3Date(jinja, today ?? DateTime.Today) : null,
-            };
-        }
-        var start = jinja.Length > 80 ? jinja[..80] + "..." : jinja;
-        throw new NotSupportedException($"chat template not recognised ({Supported}); it begins: {start}");
+        Source = source;
+        this.template = template;
+        this.specialTokens = specialTokens;
+        Name = name;
     }
 
-    /// <summary>The rendered conversation; with <paramref name="addGenerationPrompt"/> it ends with an open assistant header.</summary>
+    /// <summary>The Jinja source.</summary>
+    public string Source { get; }
+
+    /// <summary>"chat_template" for the model's own template, or the fallback's name ("ChatML", "Llama 3").</summary>
+    public string Name { get; }
+
+    /// <summary>Whether the template marks assistant text with <c>{% generation %}</c>.</summary>
+    public bool HasGenerationMarkers => template.HasGenerationMarkers;
+
+    /// <summary>The clock <c>strftime_now</c> reads: local time, as in transformers, unless <see cref="Parse"/> was given one.</summary>
+    public Func<DateTime> Now { get; private init; } = () => DateTime.Now;
+
+    /// <summary>
+    /// Parses a chat template. <paramref name="specialTokens"/> are the variables transformers passes from the
+    /// tokenizer's special tokens (<c>bos_token</c>, <c>eos_token</c>, ...); null entries are left undefined.
+    /// <paramref name="now"/> replaces the clock that <c>strftime_now</c> reads (for reproducible renders).
+    /// </summary>
+    /// <exception cref="TemplateException">the template uses a construct the interpreter does not know (named, with its line).</exception>
+    public static ChatTemplate Parse(string jinja, IReadOnlyDictionary<string, string?>? specialTokens = null,
+        string name = "chat_template", Func<DateTime>? now = null)
+    {
+        ArgumentNullException.ThrowIfNull(jinja);
+        var tokens = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (key, value) in specialTokens ?? new Dictionary<string, string?>())
+            if (value != null) tokens[key] = value;
+        return new ChatTemplate(jinja, JinjaTemplate.Parse(jinja), tokens, name) { Now = now ?? (() => DateTime.Now) };
+    }
+
+    /// <summary>Whether <see cref="For"/> finds a template (the tokenizer's own or a fallback), without parsing it.</summary>
+    public static bool Exists(HfTokenizer tokenizer) => SourceFor(tokenizer) != null;
+
+    /// <summary>The tokenizer's own template, else a fallback chosen by its vocabulary; null when neither exists.</summary>
+    public static ChatTemplate? TryFor(HfTokenizer tokenizer)
+    {
+        if (SourceFor(tokenizer) is not var (source, name)) return null;
+        var tokens = new Dictionary<string, string?>
+        {
+            ["bos_token"] = tokenizer.BosToken ?? (name == "Llama 3" ? "<|begin_of_text|>" : null),
+            ["eos_token"] = tokenizer.EosToken, ["unk_token"] = tokenizer.UnkToken, ["pad_token"] = tokenizer.PadToken,
+        };
+        try
+        {
+            return Parse(source, tokens, name);
+        }
+        catch (TemplateException e)
+        {
+            throw new TemplateException($"{name}: {e.Message}");
+        }
+    }
+
+    static (string Source, string Name)? SourceFor(HfTokenizer tokenizer)
+    {
+        if (!string.IsNullOrWhiteSpace(tokenizer.ChatTemplateJinja)) return (tokenizer.ChatTemplateJinja, "chat_template");
+        if (tokenizer.TokenToId("<|im_start|>") != null && tokenizer.TokenToId("<|im_end|>") != null) return (FallbackTemplates.ChatML, "ChatML");
+        if (tokenizer.TokenToId("<|start_header_id|>") != null && tokenizer.TokenToId("<|eot_id|>") != null) return (FallbackTemplates.Llama3, "Llama 3");
+        return null;
+    }
+
+    /// <summary>The tokenizer's template or a fallback; throws saying what is missing when there is neither.</summary>
+    public static ChatTemplate For(HfTokenizer tokenizer) => TryFor(tokenizer) ?? throw new InvalidOperationException(
+        "the tokenizer has no chat_template (in tokenizer_config.json or chat_template.jinja) and its vocabulary has no ChatML "
+        + "(<|im_start|>, <|im_end|>) or Llama 3 (<|start_header_id|>, <|eot_id|>) tokens for a fallback; add a chat_template.jinja to the model folder");
+
+    /// <summary>The rendered conversation; with <paramref name="addGenerationPrompt"/> it ends with an open assistant turn.</summary>
     public string Render(IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt) => RenderWithSpans(messages, addGenerationPrompt).Text;
 
     public RenderedChat RenderWithSpans(IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt)
     {
-        var text = new StringBuilder(Prefix);
-        var spans = new List<ChatMessageSpan>(messages.Count);
-        var (header, separator, endOfTurn, between) = Format == ChatFormat.ChatML
-            ? ("<|im_start|>", "\n", "<|im_end|>", "\n")
-            : ("<|start_header_id|>", "<|end_header_id|>\n\n", "<|eot_id|>", "");
-        var first = 0;
+        var values = messages.Select(m => (object?)new Dictionary<string, object?> { ["role"] = m.Role, ["content"] = m.Content }).ToList();
+        return RenderValues(values, addGenerationPrompt, null, null);
+    }
 
-        void Turn(int index, string role, string content, string preamble = "")
-        {
-            text.Append(header).Append(role).Append(separator).Append(preamble);
-            var start = text.Length;
-            text.Append(content);
-            var contentEnd = text.Length;
-            text.Append(endOfTurn);
-            if (index >= 0) spans.Add(new ChatMessageSpan(index, role, start, contentEnd, text.Length));
-            text.Append(between);
-        }
+    /// <summary>
+    /// Renders messages given as JSON (so they may carry <c>tool_calls</c>, <c>name</c>, ...), with optional
+    /// <paramref name="tools"/> (JSON schemas) and <paramref name="extra"/> variables (e.g. <c>enable_thinking</c>).
+    /// </summary>
+    public RenderedChat Render(JsonArray messages, bool addGenerationPrompt, JsonArray? tools = null, JsonObject? extra = null) =>
+        RenderValues((List<object?>)JinjaTemplate.FromJson(messages)!, addGenerationPrompt,
+            tools is null ? null : JinjaTemplate.FromJson(tools), extra is null ? null : (Dictionary<string, object?>)JinjaTemplate.FromJson(extra)!);
 
-        // Llama 3 trims every message (Jinja "| trim"); ChatML keeps content verbatim.
-        string Content(ChatMessage m) => Format == ChatFormat.Llama3 ? m.Content.Trim() : m.Content;
-        var hasSystem = messages.Count > 0 && messages[0].Role == "system";
-        if (TodayDate != null)
+    RenderedChat RenderValues(List<object?> messages, bool addGenerationPrompt, object? tools, Dictionary<string, object?>? extra)
+    {
+        // transformers: messages, tools and documents (None when not given, so defined), add_generation_prompt,
+        // the special tokens, then the caller's kwargs.
+        var context = new Dictionary<string, object?>(StringComparer.Ordinal)
         {
-            // Llama 3.1+: the system message (or nothing) always goes inside the dated system header.
-            Turn(hasSystem ? 0 : -1, "system", hasSystem ? Content(messages[0]) : "",
-                $"Cutting Knowledge Date: December 2023\nToday Date: {TodayDate}\n\n");
-            first = hasSystem ? 1 : 0;
-        }
-        else if (!hasSystem && DefaultSystemMessage != null)
+            ["messages"] = messages,
+            ["tools"] = tools,
+            ["documents"] = null,
+            ["add_generation_prompt"] = addGenerationPrompt,
+            ["strftime_now"] = Builtins.StrftimeNow(Now),
+        };
+        foreach (var (key, value) in specialTokens) context[key] = value;
+        foreach (var (key, value) in extra ?? []) context[key] = value;
+        string text;
+        List<(int Start, int End)> generation;
+        try
         {
-            Turn(-1, "system", DefaultSystemMessage);
+            (text, generation) = template.Render(context);
         }
-        for (int i = first; i < messages.Count; i++) Turn(i, messages[i].Role, Content(messages[i]));
-        if (addGenerationPrompt) text.Append(header).Append("assistant").Append(separator);
-        return new RenderedChat(text.ToString(), spans);
+        catch (TemplateException e)
+        {
+            throw new TemplateException($"{Name}: {e.Message}"); // raise_exception's message, or what the interpreter could not do
+        }
+        if (template.HasGenerationMarkers)
+            return new RenderedChat(text, [.. generation.Where(s => s.End > s.Start).Select(s => new TokenSpan(s.Start, s.End))], true);
+        return new RenderedChat(text, LocateAssistantReplies(text, messages), false);
+    }
+
+    /// <summary>
+    /// Without generation markers: find each message's content in the text, in order (as written, trimmed, or the
+    /// answer after a reasoning block), and take each assistant reply plus the end-of-turn marker that follows it.
+    /// </summary>
+    List<TokenSpan> LocateAssistantReplies(string text, List<object?> messages)
+    {
+        var spans = new List<TokenSpan>();
+        int cursor = 0;
+        for (int i = 0; i < messages.Count; i++)
+        {
+            if (messages[i] is not Dictionary<string, object?> m || m.GetValueOrDefault("content") is not string content) continue;
+            bool assistant = m.GetValueOrDefault("role") as string == "assistant";
+            var found = Find(text, content, cursor);
+            if (found is not { } span)
+            {
+                if (assistant && content.Trim().Length > 0)
+                    throw new InvalidOperationException(
+                        $"{Name}: assistant message {i} does not appear in the rendered chat (the template rewrites it), so its tokens "
+                        + "cannot be found for the loss mask; add {% generation %} markers to the template or train on all tokens");
+                continue;
+            }
+            cursor = span.End;
+            if (!assistant || span.Length == 0) continue;
+            int end = span.End;
+            var marker = EndOfTurnMarkers.Prepend(specialTokens.GetValueOrDefault("eos_token") ?? "")
+                .FirstOrDefault(t => t.Length > 0 && string.CompareOrdinal(text, end, t, 0, t.Length) == 0);
+            spans.Add(new TokenSpan(span.Start, end + (marker?.Length ?? 0)));
+            cursor = spans[^1].End;
+        }
+        return spans;
+    }
+
+    static TokenSpan? Find(string text, string content, int from)
+    {
+        var answer = content.Contains("</think>", StringComparison.Ordinal) ? content[(content.LastIndexOf("</think>", StringComparison.Ordinal) + 8)..].Trim() : null;
+        foreach (var candidate in new[] { content, content.Trim(), answer })
+        {
+            if (string.IsNullOrEmpty(candidate)) continue;
+            int at = text.IndexOf(candidate, from, StringComparison.Ordinal);
+            if (at >= 0) return new TokenSpan(at, at + candidate.Length);
+        }
+        return null;
     }
 
     /// <summary>
@@ -133,20 +204,5 @@ public sealed record ChatTemplate(ChatFormat Format)
         var assistant = rendered.AssistantSpans;
         var mask = encoded.Offsets.Select(o => assistant.Any(a => o.Overlaps(a))).ToArray();
         return new ChatEncoding(encoded.Ids, mask);
-    }
-
-    /// <summary>The fixed system message a ChatML template writes when the chat has none, if it has one.</summary>
-    static string? DefaultChatMLSystem(string jinja)
-    {
-        // A literal such as '<|im_start|>system\nYou are Qwen, ...<|im_end|>\n' (no expression inside).
-        var m = Regex.Match(jinja, @"<\|im_start\|>system(?:\\n|\n)([^'""{}+]*?)<\|im_end\|>");
-        return m.Success ? m.Groups[1].Value.Replace("\\n", "\n", StringComparison.Ordinal) : null;
-    }
-
-    static string Llama3Date(string jinja, DateTime today)
-    {
-        if (jinja.Contains("strftime_now", StringComparison.Ordinal)) return today.ToString("dd MMM yyyy", CultureInfo.InvariantCulture);
-        var m = Regex.Match(jinja, @"date_string\s*=\s*[""']([^""']+)[""']");
-        return m.Success ? m.Groups[1].Value : "26 Jul 2024";
     }
 }

@@ -97,8 +97,11 @@ public sealed class HfTokenizer
     /// <summary>The Jinja source of the chat template (tokenizer_config.json or chat_template.jinja), if any.</summary>
     public string? ChatTemplateJinja { get; }
 
-    /// <summary>The chat template recognised from <see cref="ChatTemplateJinja"/>; throws if there is none or it is unknown.</summary>
-    public ChatTemplate GetChatTemplate() => Tokenization.ChatTemplate.Recognise(ChatTemplateJinja, BosToken);
+    /// <summary>
+    /// The chat template from <see cref="ChatTemplateJinja"/>, else a ChatML or Llama 3 fallback when the vocabulary has
+    /// their markers; throws if there is neither, or if the template uses a construct the Jinja interpreter does not know.
+    /// </summary>
+    public ChatTemplate GetChatTemplate() => ChatTemplate.For(this);
 
     public int? TokenToId(string token) => tokenToId.TryGetValue(token, out var id) ? id : null;
 

@@ -91,9 +91,11 @@ public static class FineTune
     public static TokenizerFunctions TokenizerFunctionsFor(HfTokenizer t, string task)
     {
         if (task == "seq_cls") return new TokenizerFunctions(s => t.Encode(s, addSpecialTokens: true), null, null, t.PadId ?? 0);
-        Data.ChatRenderer? chat = t.ChatTemplateJinja is null ? null : messages =>
+        // Parsed on the first chat, so a template the interpreter cannot run does not stop text-only training.
+        var template = new Lazy<ChatTemplate>(() => ChatTemplate.For(t));
+        Data.ChatRenderer? chat = !ChatTemplate.Exists(t) ? null : messages =>
         {
-            var rendered = t.GetChatTemplate().RenderWithSpans(messages.Select(m => new Tokenization.ChatMessage(m.Role, m.Content)).ToList(), addGenerationPrompt: false);
+            var rendered = template.Value.RenderWithSpans(messages.Select(m => new Tokenization.ChatMessage(m.Role, m.Content)).ToList(), addGenerationPrompt: false);
             return new Data.RenderedChat(rendered.Text, rendered.AssistantSpans.Select(s => (s.Start, s.Length)).ToList());
         };
         return new TokenizerFunctions(s => t.Encode(s, addSpecialTokens: false), t.BosId, t.EosId, t.PadId ?? t.EosId ?? 0, chat);

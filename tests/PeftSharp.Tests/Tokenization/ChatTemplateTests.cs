@@ -1,77 +1,37 @@
 using System.Text.Json.Nodes;
+using PeftSharp.Data;
 using PeftSharp.Tokenization;
+using PeftSharp.Tokenization.Jinja;
+using ChatMessage = PeftSharp.Tokenization.ChatMessage;
 
 namespace PeftSharp.Tests.Tokenization;
 
 public class ChatTemplateTests
 {
-    // Abridged from Qwen2.5-Instruct's tokenizer_config.json (the tools branch left out); "\n" is Jinja's escape.
-    const string QwenJinja = """
-        {%- if messages[0]['role'] == 'system' %}
-            {{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}
-        {%- else %}
-            {{- '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n' }}
-        {%- endif %}
-        {%- for message in messages %}
-            {%- if (message.role == "user") or (message.role == "system" and not loop.first) or (message.role == "assistant") %}
-                {{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}
-            {%- endif %}
-        {%- endfor %}
-        {%- if add_generation_prompt %}
-            {{- '<|im_start|>assistant\n' }}
-        {%- endif %}
-        """;
-
     const string PlainChatMLJinja = """{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}""";
 
     // Meta-Llama-3-8B-Instruct's template.
     const string Llama3Jinja = """{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}""";
 
-    // The parts of Llama-3.1-Instruct's template that matter without tools.
-    const string Llama31Jinja = """
-        {{- bos_token }}
-        {%- if not date_string is defined %}{%- set date_string = "26 Jul 2024" %}{%- endif %}
-        {{- "<|start_header_id|>system<|end_header_id|>\n\n" }}
-        {{- "Cutting Knowledge Date: December 2023\n" }}
-        {{- "Today Date: " + date_string + "\n\n" }}
-        {{- system_message }}
-        {{- "<|eot_id|>" }}
-        {%- for message in messages %}{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' }}{%- endfor %}
-        """;
-
     static readonly ChatMessage[] conversation = [new("user", "Hi"), new("assistant", "Hello!"), new("user", "Bye")];
+
+    static readonly Dictionary<string, string?> llamaTokens = new() { ["bos_token"] = "<|begin_of_text|>", ["eos_token"] = "<|eot_id|>" };
 
     [Fact]
     public void ChatML_renders_turns_and_the_generation_prompt()
     {
-        var template = ChatTemplate.Recognise(PlainChatMLJinja);
+        var template = ChatTemplate.Parse(PlainChatMLJinja);
 
-        Assert.Equal(ChatFormat.ChatML, template.Format);
         Assert.Equal(
             "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n",
             template.Render(conversation, addGenerationPrompt: true));
     }
 
     [Fact]
-    public void ChatML_default_system_message_is_read_from_the_template()
-    {
-        var template = ChatTemplate.Recognise(QwenJinja);
-
-        Assert.Equal("You are Qwen, created by Alibaba Cloud. You are a helpful assistant.", template.DefaultSystemMessage);
-        Assert.Equal(
-            "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n",
-            template.Render([new("user", "Hi")], addGenerationPrompt: false));
-        Assert.Equal(
-            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n",
-            template.Render([new("system", "Be brief."), new("user", "Hi")], addGenerationPrompt: false));
-    }
-
-    [Fact]
     public void Llama3_renders_bos_headers_and_trimmed_content()
     {
-        var template = ChatTemplate.Recognise(Llama3Jinja, bosToken: "<|begin_of_text|>");
+        var template = ChatTemplate.Parse(Llama3Jinja, llamaTokens);
 
-        Assert.Equal(ChatFormat.Llama3, template.Format);
         Assert.Equal(
             "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
             + "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
@@ -79,35 +39,62 @@ public class ChatTemplateTests
             template.Render([new("system", " Be brief.\n"), new("user", "Hi")], addGenerationPrompt: true));
     }
 
-    [Fact]
-    public void Llama31_always_opens_with_the_dated_system_header()
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void Fallback_templates_render_like_the_real_ones(bool generationPrompt)
     {
-        var template = ChatTemplate.Recognise(Llama31Jinja, bosToken: "<|begin_of_text|>");
+        ChatMessage[] chat = [new("system", " Be brief.\n"), .. conversation];
 
-        Assert.Equal("26 Jul 2024", template.TodayDate);
-        Assert.Equal(
-            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|>"
-            + "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
-            template.Render([new("user", "Hi")], addGenerationPrompt: true));
+        Assert.Equal(ChatTemplate.Parse(PlainChatMLJinja).Render(chat, generationPrompt),
+            ChatTemplate.Parse(FallbackTemplates.ChatML).Render(chat, generationPrompt));
+        Assert.Equal(ChatTemplate.Parse(Llama3Jinja, llamaTokens).Render(chat, generationPrompt),
+            ChatTemplate.Parse(FallbackTemplates.Llama3, llamaTokens).Render(chat, generationPrompt));
     }
 
     [Theory]
-    [InlineData(PlainChatMLJinja, "Hello!<|im_end|>")]
-    [InlineData(Llama3Jinja, "Hello!<|eot_id|>")]
-    public void Assistant_spans_cover_the_reply_and_its_end_of_turn(string jinja, string expected)
+    [InlineData(PlainChatMLJinja, " Hello!\n<|im_end|>", false)]
+    [InlineData(FallbackTemplates.ChatML, " Hello!\n<|im_end|>", true)]
+    [InlineData(Llama3Jinja, "Hello!<|eot_id|>", false)]
+    [InlineData(FallbackTemplates.Llama3, "Hello!<|eot_id|>", true)]
+    public void Assistant_spans_cover_the_reply_and_its_end_of_turn(string jinja, string expected, bool markers)
     {
-        var rendered = ChatTemplate.Recognise(jinja).RenderWithSpans(conversation, addGenerationPrompt: false);
+        var rendered = ChatTemplate.Parse(jinja, llamaTokens).RenderWithSpans(
+            [new("user", "Hello!"), new("assistant", " Hello!\n"), new("user", "Bye")], addGenerationPrompt: false);
 
+        Assert.Equal(markers, rendered.FromGenerationMarkers);
         var span = Assert.Single(rendered.AssistantSpans);
         Assert.Equal(expected, rendered.Text[span.Start..span.End]);
-        Assert.Equal([0, 1, 2], rendered.Messages.Select(m => m.MessageIndex));
-        Assert.Equal("Bye", rendered.Text[rendered.Messages[2].ContentStart..rendered.Messages[2].ContentEnd]);
+    }
+
+    [Fact]
+    public void Located_spans_skip_a_reasoning_block_the_template_drops_from_history()
+    {
+        // Qwen3 keeps <think> only after the last user turn: earlier replies are matched by their answer.
+        var fixture = JsonNode.Parse(File.ReadAllText(Repo.Path("tests", "fixtures", "chat-templates", "qwen3.json")))!;
+        var template = ChatTemplate.Parse((string)fixture["template"]!);
+
+        var rendered = template.RenderWithSpans(
+            [new("user", "Is 9 prime?"), new("assistant", "<think>\n9 = 3 * 3.\n</think>\n\nNo."), new("user", "Is 11?"), new("assistant", "Yes.")], false);
+
+        Assert.Equal(["No.<|im_end|>", "Yes.<|im_end|>"], rendered.AssistantSpans.Select(s => rendered.Text[s.Start..s.End]));
+    }
+
+    [Fact]
+    public void A_reply_the_template_rewrites_beyond_recognition_is_an_error()
+    {
+        var template = ChatTemplate.Parse("{% for m in messages %}{{ m.content | upper }}{% endfor %}");
+
+        var e = Assert.Throws<InvalidOperationException>(() => template.RenderWithSpans([new("user", "a"), new("assistant", "hello")], false));
+
+        Assert.Contains("assistant message 1", e.Message);
+        Assert.Contains("{% generation %}", e.Message);
     }
 
     [Fact]
     public void Encode_masks_exactly_the_assistant_tokens()
     {
-        var tokenizer = TinycodeWithChatMLTokens();
+        var tokenizer = TinycodeWithChatMLTokens(PlainChatMLJinja);
         var template = tokenizer.GetChatTemplate();
 
         var encoding = template.Encode(tokenizer, conversation);
@@ -120,19 +107,60 @@ public class ChatTemplateTests
     }
 
     [Fact]
-    public void Unknown_or_missing_templates_say_what_is_supported()
+    public void The_models_own_template_wins_and_the_fallback_applies_only_without_one()
     {
-        var unknown = Assert.Throws<NotSupportedException>(() => ChatTemplate.Recognise("{% for m in messages %}[INST] {{ m.content }} [/INST]{% endfor %}"));
-        var missing = Assert.Throws<InvalidOperationException>(() => HfTokenizer.Load(Repo.Path("models", "tinycode-3m")).GetChatTemplate());
+        var own = TinycodeWithChatMLTokens("{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}");
+        var none = TinycodeWithChatMLTokens(null);
 
-        Assert.Contains("ChatML", unknown.Message);
-        Assert.Contains("Llama 3", unknown.Message);
-        Assert.Contains("[INST]", unknown.Message);
-        Assert.Contains("no chat_template", missing.Message);
+        Assert.Equal("[user] Hi\n", own.GetChatTemplate().Render([new("user", "Hi")], false));
+        Assert.Equal("chat_template", own.GetChatTemplate().Name);
+        Assert.Equal("<|im_start|>user\nHi<|im_end|>\n", none.GetChatTemplate().Render([new("user", "Hi")], false));
+        Assert.Equal("ChatML", none.GetChatTemplate().Name);
     }
 
-    /// <summary>tinycode's tokenizer with &lt;|im_start|&gt; (4096) and &lt;|im_end|&gt; (4097) added, and a ChatML template.</summary>
-    static HfTokenizer TinycodeWithChatMLTokens()
+    [Fact]
+    public void Missing_or_unsupported_templates_are_clear_errors()
+    {
+        var missing = Assert.Throws<InvalidOperationException>(() => HfTokenizer.Load(Repo.Path("models", "tinycode-3m")).GetChatTemplate());
+        var unsupported = Assert.Throws<TemplateException>(() => TinycodeWithChatMLTokens("{{ bos_token }}\n{% include 'x.jinja' %}").GetChatTemplate());
+
+        Assert.Contains("no chat_template", missing.Message);
+        Assert.Equal("chat_template: line 2: the statement '{% include %}' is not supported by PeftSharp's Jinja interpreter", unsupported.Message);
+    }
+
+    [Theory]
+    [InlineData("qwen2.5")] // no generation markers: replies are located in the text
+    [InlineData(null)] // no template: the ChatML fallback, whose generation markers give the spans
+    public void Chat_records_train_on_the_assistant_reply_and_its_end_of_turn(string? model)
+    {
+        var template = model is null ? null : (string)JsonNode.Parse(File.ReadAllText(Repo.Path("tests", "fixtures", "chat-templates", model + ".json")))!["template"]!;
+        var tokenizer = TinycodeWithChatMLTokens(template);
+        var example = new Example(ExampleKind.Messages, new SourceRef("chat.jsonl", 1))
+        {
+            Messages = [new("user", "Hi"), new("assistant", "Hello!"), new("user", "Bye"), new("assistant", "Ciao")],
+        };
+
+        var row = ExampleTokenizer.Tokenize(example, PeftSharp.Training.FineTune.TokenizerFunctionsFor(tokenizer, "causal_lm"), 512);
+
+        var trained = row.Labels.Where(l => l != ExampleTokenizer.Ignore).ToArray();
+        Assert.Equal("Hello!<|im_end|>Ciao<|im_end|>", tokenizer.Decode(trained));
+        var text = tokenizer.Decode(row.InputIds);
+        Assert.StartsWith(model is null ? "<|im_start|>user\nHi" : "<|im_start|>system\nYou are Qwen", text);
+    }
+
+    [Fact]
+    public void A_chat_record_with_a_template_the_interpreter_cannot_run_names_the_record()
+    {
+        var tokenizer = TinycodeWithChatMLTokens("{% for m in messages %}{{ m.content | wordwrap(10) }}{% endfor %}");
+        var example = new Example(ExampleKind.Messages, new SourceRef("chat.jsonl", 7)) { Messages = [new("user", "Hi")] };
+
+        var e = Assert.Throws<DataFormatException>(() => ExampleTokenizer.Tokenize(example, PeftSharp.Training.FineTune.TokenizerFunctionsFor(tokenizer, "causal_lm"), 512));
+
+        Assert.Equal("chat.jsonl:7: cannot render this chat: chat_template: line 1: the filter 'wordwrap' is not supported by PeftSharp's Jinja interpreter", e.Message);
+    }
+
+    /// <summary>tinycode's tokenizer with &lt;|im_start|&gt; (4096) and &lt;|im_end|&gt; (4097) added, and the given template.</summary>
+    static HfTokenizer TinycodeWithChatMLTokens(string? template)
     {
         var folder = Repo.Path("models", "tinycode-3m");
         var json = JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "tokenizer.json")))!;
@@ -144,7 +172,8 @@ public class ChatTemplateTests
                 ["rstrip"] = false, ["normalized"] = false, ["special"] = true,
             });
         }
-        var config = new JsonObject { ["eos_token"] = "<|im_end|>", ["chat_template"] = PlainChatMLJinja };
+        var config = new JsonObject { ["eos_token"] = "<|im_end|>" };
+        if (template != null) config["chat_template"] = template;
         return HfTokenizer.FromJson(json.ToJsonString(), config.ToJsonString());
     }
 }
