@@ -21,7 +21,7 @@ internal static class GenerateCommand
         var topP = Options.Number("--top-p", "sample among the most likely tokens whose probabilities add up to this (0 to 1; 1 = off)");
         var topK = Options.WholeNumber("--top-k", "sample among the k most likely tokens (0 = off)");
         var repetition = Options.Number("--repetition-penalty", "divide the scores of tokens already in the sequence by this (> 0; 1 = off)").Default(1.0, "1");
-        var seed = Options.Seed("random seed for sampling (default: a fresh one each run)");
+        var seed = Options.Seed("random seed for sampling (default: libtorch's global generator)");
         var json = new Option<bool>("--json") { Description = "print {\"ids\": [...], \"text\": \"...\"}" };
         var dtype = Options.DType();
         var device = Options.Device();

@@ -12,6 +12,17 @@ public class ErrorTests
     {
         Run("generate", "--no-such-option", "3").AssertError("--no-such-option", "peftsharp generate --help");
         Run("no-such-command").AssertError("no-such-command");
+        Run().AssertError("no command given", "merge-models");
+    }
+
+    [Fact]
+    public void Inspect_writes_its_table_to_the_output_it_is_given()
+    {
+        var r = Run("inspect", TinyCode);
+        Assert.True(r.Code == 0, r.Err);
+        Assert.Contains("LlamaForCausalLM", r.Out);
+        Assert.Contains("tokenizer", r.Out);
+        Assert.Equal("", r.Err);
     }
 
     [Fact]
