@@ -1,20 +1,36 @@
 namespace PeftSharp.Cli;
 
-/// <summary>Turns exceptions into one readable line and exit code 1; PEFTSHARP_DEBUG=1 shows the stack.</summary>
+/// <summary>
+/// How every command fails: one <c>error:</c> line on stderr and exit code 1, never a stack trace.
+/// PEFTSHARP_DEBUG=1 lets exceptions through, stack and all.
+/// </summary>
 internal static class CliErrors
 {
-    public static int Run(Func<int> body)
+    public const int Failed = 1;
+
+    static bool Debug => Environment.GetEnvironmentVariable("PEFTSHARP_DEBUG") == "1";
+
+    public static int Run(Func<int> body, TextWriter error)
     {
         try { return body(); }
-        catch (Exception e) when (Environment.GetEnvironmentVariable("PEFTSHARP_DEBUG") != "1")
+        catch (Exception e) when (!Debug)
         {
-            var inner = e is System.Reflection.TargetInvocationException { InnerException: { } i } ? i : e;
-            Console.Error.WriteLine($"error: {inner.Message}");
-            return 1;
+            error.WriteLine($"error: {Describe(e)}");
+            return Failed;
         }
     }
 
-    /// <summary>Wraps a command action so its exceptions get the same treatment.</summary>
-    public static Func<System.CommandLine.ParseResult, int> Guard(Func<System.CommandLine.ParseResult, int> action) =>
-        r => Run(() => action(r));
+    /// <summary>
+    /// The message's first line: libtorch's errors carry a C++ backtrace after it. Exceptions that only a bug raises
+    /// say so, since their message alone names nothing the user can fix.
+    /// </summary>
+    internal static string Describe(Exception e)
+    {
+        while (e is System.Reflection.TargetInvocationException or AggregateException or TypeInitializationException && e.InnerException is { } inner)
+            e = inner;
+        var first = e.Message.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).FirstOrDefault() ?? e.GetType().Name;
+        return e is NullReferenceException or IndexOutOfRangeException or InvalidCastException or NotImplementedException
+            ? $"{first} ({e.GetType().Name}: a bug in PeftSharp; PEFTSHARP_DEBUG=1 shows where, please report it)"
+            : first;
+    }
 }

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using PeftSharp.Generation;
+using PeftSharp.Models;
 using PeftSharp.Tokenization;
 
 namespace PeftSharp.Cli.Commands;
@@ -11,16 +12,16 @@ internal static class GenerateCommand
     public static Command Create()
     {
         var model = Options.Model(required: false);
-        var adapter = new Option<string>("--adapter") { Description = "PEFT adapter folder to apply" };
-        var prompt = new Option<string>("--prompt") { Description = "prompt text (needs tokenizer.json in the model folder)" };
-        var promptIds = new Option<string>("--prompt-ids") { Description = "prompt token ids, comma-separated" };
-        var maxNew = new Option<int>("--max-new-tokens") { DefaultValueFactory = _ => 64, Description = "tokens to generate at most" };
-        var greedy = new Option<bool>("--greedy") { Description = "always pick the most likely token (default unless a sampling option is given)" };
-        var temperature = new Option<double?>("--temperature") { Description = "sample with this temperature" };
-        var topP = new Option<double?>("--top-p") { Description = "nucleus sampling: keep tokens up to this cumulative probability" };
-        var topK = new Option<int?>("--top-k") { Description = "sample among the k most likely tokens" };
-        var repetition = new Option<double>("--repetition-penalty") { DefaultValueFactory = _ => 1.0, Description = "penalise tokens already present (1 = off)" };
-        var seed = new Option<long?>("--seed") { Description = "random seed for sampling" };
+        var adapter = Options.Adapter();
+        var prompt = new Option<string>("--prompt") { Description = "prompt text, encoded with the model folder's tokenizer.json" }.Help(value: "<text>");
+        var promptIds = Options.TokenIds("--prompt-ids", "prompt as token ids, comma-separated (instead of --prompt)");
+        var maxNew = Options.WholeNumber("--max-new-tokens", "most tokens to generate (0 or more)").Default(64, "64");
+        var greedy = new Option<bool>("--greedy") { Description = "pick the most likely token at each step; the default unless --temperature, --top-p or --top-k is given" };
+        var temperature = Options.Number("--temperature", "sample, with the scores divided by this (> 0); 0 means greedy decoding, as in llama.cpp and vLLM");
+        var topP = Options.Number("--top-p", "sample among the most likely tokens whose probabilities add up to this (0 to 1; 1 = off)");
+        var topK = Options.WholeNumber("--top-k", "sample among the k most likely tokens (0 = off)");
+        var repetition = Options.Number("--repetition-penalty", "divide the scores of tokens already in the sequence by this (> 0; 1 = off)").Default(1.0, "1");
+        var seed = Options.Seed("random seed for sampling (default: libtorch's global generator)");
         var json = new Option<bool>("--json") { Description = "print {\"ids\": [...], \"text\": \"...\"}" };
         var chat = new Option<bool>("--chat")
         {
@@ -31,43 +32,50 @@ internal static class GenerateCommand
         var device = Options.Device();
         var cmd = new Command("generate", "Generate text with a model (and adapter)")
             { model, adapter, prompt, promptIds, maxNew, greedy, temperature, topP, topK, repetition, seed, json, chat, dtype, device };
-        cmd.SetAction(CliErrors.Guard(r =>
+        cmd.SetAction(r =>
         {
+            var output = r.InvocationConfiguration.Output;
             var modelDir = r.GetValue(model) ?? Options.BundledModel;
-            var (baseModel, m) = Options.Load(modelDir, r.GetValue(adapter), Options.ParseDType(r.GetValue(dtype)!), Options.ParseDevice(r.GetValue(device)!));
-            var tokenizer = File.Exists(Path.Combine(modelDir, "tokenizer.json")) ? HfTokenizer.Load(modelDir) : null;
-            int[] ids;
-            if (r.GetValue(promptIds) is { } idText)
-                ids = idText.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse).ToArray();
-            else if (r.GetValue(prompt) is { } text)
-            {
-                var t = tokenizer ?? throw new ArgumentException($"--prompt needs {modelDir}/tokenizer.json; use --prompt-ids instead");
-                // As apply_chat_template(add_generation_prompt=True): the template writes its own special tokens.
-                ids = r.GetValue(chat) ? t.GetChatTemplate().Encode(t, [new ChatMessage("user", text)], addGenerationPrompt: true).Ids : t.Encode(text);
-            }
-            else throw new ArgumentException("give --prompt TEXT or --prompt-ids 1,2,3");
-            if (ids.Length == 0 && baseModel.Config.BosTokenId is { } bos) ids = [bos];
-            bool sample = !r.GetValue(greedy) && (r.GetValue(temperature) is not null || r.GetValue(topP) is not null || r.GetValue(topK) is not null);
+            // Everything the command line says is checked before the weights load.
+            var t = r.GetValue(temperature);
+            bool sample = !r.GetValue(greedy) && t != 0 && (t is not null || r.GetValue(topP) is not null || r.GetValue(topK) is not null);
             var options = new GenerationOptions
             {
-                MaxNewTokens = r.GetValue(maxNew),
+                MaxNewTokens = r.GetValue(maxNew) ?? 64,
                 DoSample = sample,
-                Temperature = r.GetValue(temperature) ?? 1.0,
+                Temperature = t ?? 1.0,
                 TopP = r.GetValue(topP) ?? 1.0,
                 TopK = r.GetValue(topK) ?? 0,
-                RepetitionPenalty = r.GetValue(repetition),
+                RepetitionPenalty = r.GetValue(repetition) ?? 1.0,
                 Seed = r.GetValue(seed),
-                EosTokenIds = baseModel.Config.EosTokenIds,
-                PadTokenId = baseModel.Config.PadTokenId,
-            };
-            var output = TextGenerator.Generate(m, [ids], options)[0];
-            var decoded = tokenizer?.Decode(output, skipSpecialTokens: true);
+            }.Validate();
+            var config = ModelConfig.Load(modelDir);
+            options = options with { EosTokenIds = config.EosTokenIds, PadTokenId = config.PadTokenId };
+            var tokenizer = File.Exists(Path.Combine(modelDir, "tokenizer.json")) ? HfTokenizer.Load(modelDir) : null;
+            int[] ids;
+            if (r.GetValue(promptIds) is { } given)
+            {
+                Options.CheckTokenIds("--prompt-ids", given.Select(i => (long)i), config.VocabSize, modelDir);
+                ids = given;
+            }
+            else if (r.GetValue(prompt) is { } text)
+            {
+                var tok = tokenizer ?? throw new ArgumentException($"--prompt needs {modelDir}/tokenizer.json; use --prompt-ids instead");
+                // As apply_chat_template(add_generation_prompt=True): the template writes its own special tokens.
+                ids = r.GetValue(chat) ? tok.GetChatTemplate().Encode(tok, [new ChatMessage("user", text)], addGenerationPrompt: true).Ids : tok.Encode(text);
+            }
+            else throw new ArgumentException("give --prompt TEXT or --prompt-ids 1,2,3");
+            if (ids.Length == 0 && config.BosTokenId is { } bos) ids = [bos];
+
+            var (_, m) = Options.Load(modelDir, r.GetValue(adapter), r.GetValue(dtype), Options.ParseDevice(r.GetValue(device)!));
+            var generated = TextGenerator.Generate(m, [ids], options)[0];
+            var decoded = tokenizer?.Decode(generated, skipSpecialTokens: true);
             if (r.GetValue(json))
-                Console.WriteLine(JsonSerializer.Serialize(new { ids = output, text = decoded }));
+                output.WriteLine(JsonSerializer.Serialize(new { ids = generated, text = decoded }));
             else
-                Console.WriteLine(decoded ?? string.Join(",", output));
+                output.WriteLine(decoded ?? string.Join(",", generated));
             return 0;
-        }));
+        });
         return cmd;
     }
 }

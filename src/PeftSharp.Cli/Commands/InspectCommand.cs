@@ -15,17 +15,18 @@ internal static class InspectCommand
     {
         var dir = new Argument<string>("dir") { Description = "a model folder or a PEFT adapter folder" };
         var cmd = new Command("inspect", "Describe a model or adapter folder") { dir };
-        cmd.SetAction(CliErrors.Guard(r =>
+        cmd.SetAction(r =>
         {
             var path = r.GetValue(dir)!;
-            if (File.Exists(Path.Combine(path, PeftConfigJson.FileName))) InspectAdapter(path);
-            else InspectModel(path);
+            if (!Directory.Exists(path)) throw new DirectoryNotFoundException($"{path}: no such folder");
+            var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(r.InvocationConfiguration.Output) });
+            console.Write(File.Exists(Path.Combine(path, PeftConfigJson.FileName)) ? InspectAdapter(path) : InspectModel(path));
             return 0;
-        }));
+        });
         return cmd;
     }
 
-    static void InspectModel(string path)
+    static Table InspectModel(string path)
     {
         var config = ModelConfig.Load(path);
         using var ckpt = Checkpoint.Open(path);
@@ -46,10 +47,10 @@ internal static class InspectCommand
             table.AddRow("tokenizer", $"{t.VocabSize:N0} tokens; bos {t.BosToken ?? "-"}, eos {t.EosToken ?? "-"}, pad {t.PadToken ?? "-"}");
         }
         else table.AddRow("tokenizer", "none (no tokenizer.json)");
-        AnsiConsole.Write(table);
+        return table;
     }
 
-    static void InspectAdapter(string path)
+    static Table InspectAdapter(string path)
     {
         var config = PeftConfigJson.Load(Path.Combine(path, PeftConfigJson.FileName));
         using var file = SafetensorsFile.Open(Path.Combine(path, PeftModel.WeightsFile));
@@ -68,6 +69,6 @@ internal static class InspectCommand
         }
         table.AddRow("tensors", file.Names.Count.ToString());
         table.AddRow("trainable parameters", file.Tensors.Values.Sum(i => i.Shape.Aggregate(1L, (a, b) => a * b)).ToString("N0"));
-        AnsiConsole.Write(table);
+        return table;
     }
 }

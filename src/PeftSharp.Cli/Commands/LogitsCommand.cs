@@ -11,26 +11,55 @@ internal static class LogitsCommand
     public static Command Create()
     {
         var model = Options.Model();
-        var adapter = new Option<string>("--adapter") { Description = "PEFT adapter folder to apply" };
-        var inputs = new Option<string>("--inputs") { Description = "safetensors with input_ids (int64 [B,T]) and optional attention_mask", Required = true };
-        var output = new Option<string>("--out") { Description = "safetensors file to write 'logits' (float32) to", Required = true };
+        var adapter = Options.Adapter();
+        var inputs = new Option<string>("--inputs") { Description = "safetensors file with input_ids (integers, [batch, length]) and optionally attention_mask (0/1, the same shape)", Required = true }.Help(value: "<file>");
+        var output = new Option<string>("--out") { Description = "safetensors file to write 'logits' (float32 [batch, length, vocabulary]) to", Required = true }.Help(value: "<file>");
         var dtype = Options.DType();
         var device = Options.Device();
         var cmd = new Command("logits", "Run a model (and adapter) on input ids and write its logits") { model, adapter, inputs, output, dtype, device };
-        cmd.SetAction(CliErrors.Guard(r =>
+        cmd.SetAction(r =>
         {
-            var (_, m) = Options.Load(r.GetValue(model)!, r.GetValue(adapter), Options.ParseDType(r.GetValue(dtype)!), Options.ParseDevice(r.GetValue(device)!));
+            var modelDir = r.GetValue(model)!;
+            var config = ModelConfig.Load(modelDir);
             using var file = SafetensorsFile.Open(r.GetValue(inputs)!);
-            if (!file.Contains("input_ids")) throw new InvalidDataException($"{file.Path}: no tensor named 'input_ids'");
             using var scope = NewDisposeScope();
+            // The inputs are checked before the weights load: a bad id would otherwise surface as libtorch's "index out of range".
+            var (ids, mask) = ReadInputs(file, config.VocabSize, modelDir);
+            var (_, m) = Options.Load(modelDir, r.GetValue(adapter), r.GetValue(dtype), Options.ParseDevice(r.GetValue(device)!));
             using var _ = no_grad();
-            var ids = file.Load("input_ids").to(ScalarType.Int64).to(m.Device);
-            var mask = file.Contains("attention_mask") ? file.Load("attention_mask").to(ScalarType.Int64).to(m.Device) : null;
-            var logits = m.Forward(ModelInputs.Ids(ids, mask)).to(ScalarType.Float32).cpu();
+            var logits = m.Forward(ModelInputs.Ids(ids.to(m.Device), mask?.to(m.Device))).to(ScalarType.Float32).cpu();
             SafetensorsWriter.Save(r.GetValue(output)!, new Dictionary<string, Tensor> { ["logits"] = logits }, new Dictionary<string, string> { ["format"] = "pt" });
-            Console.WriteLine($"wrote logits [{string.Join(",", logits.shape)}] to {r.GetValue(output)}");
+            r.InvocationConfiguration.Output.WriteLine($"wrote logits [{string.Join(",", logits.shape)}] to {r.GetValue(output)}");
             return 0;
-        }));
+        });
         return cmd;
+    }
+
+    static readonly ScalarType[] Integers = [ScalarType.Int64, ScalarType.Int32, ScalarType.Int16, ScalarType.Int8, ScalarType.Byte];
+
+    /// <summary>input_ids [B, T] of integers in the vocabulary, and an attention mask of 0/1 of the same shape.</summary>
+    internal static (Tensor Ids, Tensor? Mask) ReadInputs(SafetensorsFile file, int vocabSize, string modelDir)
+    {
+        if (!file.Contains("input_ids")) throw new InvalidDataException($"{file.Path}: no tensor named 'input_ids'");
+        var info = file.Info("input_ids");
+        if (!Integers.Contains(info.DType))
+            throw new InvalidDataException($"{file.Path}: input_ids is {info.DType.ToString().ToLowerInvariant()}; token ids must be integers (int64)");
+        if (info.Shape.Length != 2 || info.Shape[1] == 0)
+            throw new InvalidDataException($"{file.Path}: input_ids has shape [{string.Join(",", info.Shape)}]; it must be [batch, length] with length >= 1 (one sequence of n ids: [1, n])");
+        var ids = file.Load("input_ids").to(ScalarType.Int64);
+        if (ids.numel() > 0)
+        {
+            Options.CheckTokenIds($"{file.Path}: input_ids", [ids.min().item<long>(), ids.max().item<long>()], vocabSize, modelDir);
+        }
+        if (!file.Contains("attention_mask")) return (ids, null);
+        var maskInfo = file.Info("attention_mask");
+        if (!Integers.Contains(maskInfo.DType) && maskInfo.DType != ScalarType.Bool)
+            throw new InvalidDataException($"{file.Path}: attention_mask is {maskInfo.DType.ToString().ToLowerInvariant()}; it must hold integers 0 and 1");
+        if (!maskInfo.Shape.SequenceEqual(info.Shape))
+            throw new InvalidDataException($"{file.Path}: attention_mask has shape [{string.Join(",", maskInfo.Shape)}] but input_ids has [{string.Join(",", info.Shape)}]; they must match");
+        var mask = file.Load("attention_mask").to(ScalarType.Int64);
+        if (mask.numel() > 0 && (mask.min().item<long>() < 0 || mask.max().item<long>() > 1))
+            throw new InvalidDataException($"{file.Path}: attention_mask must hold only 0 and 1");
+        return (ids, mask);
     }
 }

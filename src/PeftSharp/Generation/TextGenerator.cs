@@ -13,8 +13,11 @@ public static class TextGenerator
     /// <summary>Returns each prompt followed by its generated tokens (without padding).</summary>
     public static List<int[]> Generate(ILanguageModel model, IReadOnlyList<int[]> prompts, GenerationOptions options)
     {
+        options.Validate();
         if (prompts.Count == 0) return [];
         if (prompts.Any(p => p.Length == 0)) throw new ArgumentException("every prompt needs at least one token (e.g. the bos token)");
+        if (prompts.SelectMany(p => p).FirstOrDefault(id => id < 0) is var negative and < 0)
+            throw new ArgumentException($"prompt token id {negative} is negative: token ids index the vocabulary from 0");
         int pad = options.PadTokenId ?? (options.EosTokenIds.Count > 0 ? options.EosTokenIds[0] : 0);
         var device = model.Device;
         var gen = options.Seed is { } seed ? new torch.Generator((ulong)seed, device) : null;

@@ -9,9 +9,9 @@ namespace PeftSharp.Training;
 public sealed record TrainingOptions
 {
     // ---- model and adapter (read by whoever builds the model; the trainer itself does not use them)
-    /// <summary>Base model folder; null means the bundled models/tinycode-3m.</summary>
+    /// <summary>Base model folder (Hugging Face layout: config.json, safetensors, tokenizer.json); unset: the bundled tinycode-3m.</summary>
     public string? Model { get; init; }
-    /// <summary>Start from this PEFT adapter folder instead of a fresh LoRA.</summary>
+    /// <summary>Continue training this PEFT adapter folder instead of creating a new adapter.</summary>
     public string? InitAdapter { get; init; }
     /// <summary>
     /// A PEFT <c>adapter_config.json</c> (or ours) as the recipe for a new adapter, every method setting under PEFT's
@@ -19,61 +19,85 @@ public sealed record TrainingOptions
     /// lora_dropout, lora_target_modules, use_rslora, use_dora) override the keys they name.
     /// </summary>
     public string? AdapterConfig { get; init; }
-    /// <summary>causal_lm or seq_cls (PEFT's task types).</summary>
+    /// <summary>causal_lm (next-token prediction) or seq_cls (sequence classification), as PEFT's task types.</summary>
     public string Task { get; init; } = "causal_lm";
-    /// <summary>Tuning method: "lora" or another registered method's name (see <c>peftsharp train --help</c>).</summary>
+    /// <summary>Tuning method.</summary>
     public string Method { get; init; } = "lora";
-    /// <summary>LoRA variants: rsLoRA scaling alpha/sqrt(r), and DoRA.</summary>
+    /// <summary>rsLoRA: scale the LoRA update by alpha/sqrt(r) instead of alpha/r.</summary>
     public bool UseRslora { get; init; }
+    /// <summary>DoRA: train a magnitude vector beside the LoRA direction update.</summary>
     public bool UseDora { get; init; }
+    /// <summary>Rank r of the adapter (LoRA and the methods that have a rank).</summary>
     public int LoraR { get; init; } = 8;
+    /// <summary>LoRA's alpha: the update is scaled by alpha/r.</summary>
     public double LoraAlpha { get; init; } = 16;
+    /// <summary>Dropout on the adapter's input during training, in [0, 1).</summary>
     public double LoraDropout { get; init; } = 0.05;
-    /// <summary>Module names to adapt, or "all-linear" (every linear layer but the output head).</summary>
+    /// <summary>Module names to adapt, comma-separated, or all-linear (every linear layer but the output head).</summary>
     public string[] LoraTargetModules { get; init; } = ["all-linear"];
     /// <summary>LISA: how many decoder layers train at a time (besides embeddings and head).</summary>
     public int LisaActiveLayers { get; init; } = 2;
     /// <summary>LISA and HFT: re-sample the trained layers (HFT: the frozen half) every this many steps.</summary>
     public int LisaInterval { get; init; } = 5;
+
+    // ---- precision, memory and device
     /// <summary>Keep base weights and activations in bfloat16 (adapter weights, optimizer state and the loss stay float32).</summary>
     public bool Bf16 { get; init; }
     /// <summary>Recompute each decoder layer's activations in the backward pass: less memory, about a third more compute.</summary>
     public bool GradientCheckpointing { get; init; }
-    /// <summary>auto (CUDA when available), cpu, cuda or cuda:N.</summary>
+    /// <summary>Where to train: auto (CUDA when usable, else CPU), cpu, cuda or cuda:N.</summary>
     public string Device { get; init; } = "auto";
 
     // ---- data
-    /// <summary>Training data: .jsonl/.json/.csv/.parquet/text file or a folder; null means the bundled first-run data.</summary>
+    /// <summary>Training data: a .jsonl, .json, .csv, .parquet or text file, or a folder of text files; unset: the bundled JavaScript.</summary>
     public string? TrainFile { get; init; }
+    /// <summary>Held-out data in the same formats; unset: <see cref="EvalRatio"/> of the training records are held out.</summary>
     public string? EvalFile { get; init; }
-    /// <summary>Share of the training records held out when there is no eval file.</summary>
+    /// <summary>Share of the training records held out when there is no eval file, in [0, 1).</summary>
     public double EvalRatio { get; init; } = 0.1;
+    /// <summary>Longest row in tokens; longer records are truncated (or split, with packing).</summary>
     public int MaxLength { get; init; } = 256;
+    /// <summary>Concatenate records and cut the stream into rows of max length, so no row is padding.</summary>
     public bool Packing { get; init; }
+    /// <summary>For prompt/completion records, train on the completion only (the prompt's tokens get no loss).</summary>
     public bool CompletionOnlyLoss { get; init; } = true;
+    /// <summary>For chat records, train on the assistant's turns only.</summary>
     public bool AssistantOnlyLoss { get; init; } = true;
+    /// <summary>Skip records that cannot be read (reporting how many) instead of stopping at the first.</summary>
     public bool SkipBadRecords { get; init; }
+    /// <summary>Field that holds a record's text in .jsonl, .json, .csv and .parquet data.</summary>
     public string DatasetTextField { get; init; } = "text";
+    /// <summary>Field that holds the class label, for seq_cls.</summary>
     public string LabelColumn { get; init; } = "label";
 
     // ---- optimisation
-    /// <summary>Higher than transformers' 5e-5: adapters start at zero and need larger steps.</summary>
+    /// <summary>Peak learning rate. Higher than transformers' 5e-5: adapters start at zero and need larger steps.</summary>
     public double LearningRate { get; init; } = 5e-4;
+    /// <summary>Rows per micro-batch.</summary>
     public int PerDeviceTrainBatchSize { get; init; } = 8;
+    /// <summary>Rows per micro-batch when evaluating.</summary>
     public int PerDeviceEvalBatchSize { get; init; } = 8;
+    /// <summary>Micro-batches whose gradients add up to one optimizer step.</summary>
     public int GradientAccumulationSteps { get; init; } = 1;
+    /// <summary>Passes over the training data (fractions allowed).</summary>
     public double NumTrainEpochs { get; init; } = 1;
     /// <summary>When positive, the run length in optimizer steps, overriding <see cref="NumTrainEpochs"/>.</summary>
     public int MaxSteps { get; init; } = -1;
+    /// <summary>Steps of linear warmup from 0 to the learning rate.</summary>
     public int WarmupSteps { get; init; }
     /// <summary>Used when <see cref="WarmupSteps"/> is 0: warmup = ceil(ratio * total steps), as transformers does.</summary>
     public double WarmupRatio { get; init; } = 0.05;
-    /// <summary>constant, constant_with_warmup, linear or cosine.</summary>
+    /// <summary>Learning-rate schedule after warmup: constant, constant_with_warmup, linear or cosine.</summary>
     public string LrSchedulerType { get; init; } = "cosine";
+    /// <summary>AdamW's decoupled weight decay.</summary>
     public double WeightDecay { get; init; }
+    /// <summary>AdamW's decay rate of the gradient's running mean.</summary>
     public double AdamBeta1 { get; init; } = 0.9;
+    /// <summary>AdamW's decay rate of the squared gradient's running mean.</summary>
     public double AdamBeta2 { get; init; } = 0.999;
+    /// <summary>AdamW's epsilon, added to the denominator.</summary>
     public double AdamEpsilon { get; init; } = 1e-8;
+    /// <summary>Use AMSGrad's running maximum of the squared gradient.</summary>
     public bool Amsgrad { get; init; }
     /// <summary>
     /// adamw_torch_fused (flat buffers: a few kernels a step), adamw_torch (one update per parameter, as PyTorch's
@@ -82,10 +106,13 @@ public sealed record TrainingOptions
     public string Optim { get; init; } = "auto";
     /// <summary>Gradients are clipped to this global L2 norm; 0 turns clipping off.</summary>
     public double MaxGradNorm { get; init; } = 1.0;
+    /// <summary>Seed of the adapter's initialisation, the data split and shuffling, and dropout.</summary>
     public long Seed { get; init; } = 42;
+    /// <summary>Shuffle the training rows each epoch.</summary>
     public bool Shuffle { get; init; } = true;
 
-    // ---- output
+    // ---- output, evaluation and checkpoints
+    /// <summary>Folder for the adapter, checkpoints, metrics and loss curve.</summary>
     public string? OutputDir { get; init; } = "peftsharp-output";
     /// <summary>Evaluate every this many steps (0: only before and after training).</summary>
     public int EvalSteps { get; init; }
@@ -95,10 +122,11 @@ public sealed record TrainingOptions
     public int SaveTotalLimit { get; init; }
     /// <summary>Plain-text progress prints one line every this many steps.</summary>
     public int LoggingSteps { get; init; } = 10;
-    /// <summary>"latest" (or "true") resumes from the newest checkpoint in <see cref="OutputDir"/>; else a checkpoint folder.</summary>
+    /// <summary>latest (or true) resumes from the newest checkpoint in <see cref="OutputDir"/>; else a checkpoint folder.</summary>
     public string? ResumeFromCheckpoint { get; init; }
-    /// <summary>A prompt for the before/after sample; null picks the start of a held-out example.</summary>
+    /// <summary>Prompt for the before/after sample; unset: the start of a held-out record.</summary>
     public string? SamplePrompt { get; init; }
+    /// <summary>Tokens the before/after sample generates.</summary>
     public int SampleMaxNewTokens { get; init; } = 48;
 
     /// <summary>
@@ -142,6 +170,10 @@ public sealed record TrainingOptions
         Check(Task is "causal_lm" or "seq_cls", "task", "must be causal_lm or seq_cls");
         Check(!(Packing && Task == "seq_cls"), "packing", "applies to causal_lm only");
         Check(LoraR >= 1, "lora_r", "must be at least 1");
+        Check(double.IsFinite(LoraAlpha), "lora_alpha", "must be a number");
+        Check(LoraDropout is >= 0 and < 1, "lora_dropout", "must be in [0, 1)");
+        Check(Methods.Names.Contains(Method.ToLowerInvariant()) || Layerwise.LayerwiseMethods.Handles(Method), "method",
+            $"'{Method}' is not one of {string.Join(", ", Methods.Names.Concat(Layerwise.LayerwiseMethods.Names))}");
         Check(LisaActiveLayers >= 1, "lisa_active_layers", "must be at least 1");
         Check(LisaInterval >= 1, "lisa_interval", "must be at least 1");
         return this;

@@ -40,7 +40,7 @@ public sealed class LoraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
     public int Rank(string adapter) => kind == BaseKind.Embedding ? (int)lora_embedding_A[adapter].shape[0] : (int)lora_A[adapter].weight!.shape[0];
     public bool UsesDora(string adapter) => lora_magnitude_vector.ContainsKey(adapter);
 
-    /// <summary>Adds an adapter of rank <paramref name="r"/>, initialised as <paramref name="init"/> says.</summary>
+    /// <summary>Adds an adapter of rank <paramref name="r"/>, initialised as <paramref name="config"/>'s init_lora_weights says.</summary>
     public void AddAdapter(string name, int r, double scale, LoraConfig config)
     {
         book.CheckNew(name);

@@ -9,7 +9,7 @@ namespace PeftSharp.Tuners.PTuning;
 /// <summary>
 /// P-tuning's reparameterisation of n embeddings E [n, d] (PEFT's <c>PromptEncoder</c>):
 /// MLP: W3 relu(W2 relu(W1 E)); LSTM: MLP(BiLSTM(E)) with MLP = W2 relu(W1 .) over the 2h LSTM features.
-/// A loaded adapter holds the output only (<c>prompt_embeddings</c>), so it is a plain table (<paramref name="tableOnly"/>).
+/// A loaded adapter holds the output only (<c>prompt_embeddings</c>), so it is a plain table (the constructor's <c>tableOnly</c>).
 /// </summary>
 public sealed class PromptEncoder : nn.Module, IVirtualTokenEncoder
 {
