@@ -65,17 +65,67 @@ internal sealed class Lowercase : INormalizer
     }
 }
 
-/// <summary>NFC / NFD / NFKC / NFKD, applied to each base char together with the marks that follow it.</summary>
+/// <summary>
+/// NFC / NFD / NFKC / NFKD, applied to each base char together with the marks that follow it. Alignment is HF's:
+/// the chars a code point decomposes into point at it, and a composed char points at its first component only
+/// (so "e\u0301" composed to "é" covers the "e").
+/// </summary>
 internal sealed class UnicodeNormalizer(NormalizationForm form) : INormalizer
 {
+    readonly NormalizationForm decomposition = form is NormalizationForm.FormKC or NormalizationForm.FormKD
+        ? NormalizationForm.FormKD : NormalizationForm.FormD;
+
     public NormalizedText Normalize(NormalizedText text)
     {
         if (IsNormalized(text.Text, form)) return text;
-        return text.Transform(NextCluster, unit =>
+        var s = text.Text;
+        var builder = new NormalizedText.Builder(s.Length);
+        for (int i = 0; i < s.Length;)
         {
-            try { return unit.Normalize(form); }
-            catch (ArgumentException) { return unit; } // a lone surrogate: HF strings cannot hold one
-        });
+            var end = NextCluster(s, i);
+            var unit = s[i..end];
+            var normalized = Normalize(unit, form);
+            if (string.Equals(unit, normalized, StringComparison.Ordinal))
+            {
+                for (int k = i; k < end; k++) builder.Append(s[k], text.OriginalStart(k), text.OriginalEnd(k));
+            }
+            else
+            {
+                Align(text, i, end, normalized, builder);
+            }
+            i = end;
+        }
+        return builder.Build();
+    }
+
+    /// <summary>Appends <paramref name="normalized"/> (the form of chars [start, end)) with each char pointing at its source code point.</summary>
+    void Align(NormalizedText text, int start, int end, string normalized, NormalizedText.Builder builder)
+    {
+        // The decomposed chars of the unit, each with the source code point it came from.
+        var sources = new List<(int Start, int End)>();
+        for (int i = start; i < end;)
+        {
+            var next = ByteLevel.NextCodePoint(text.Text, i);
+            var span = text.OriginalSpan(i, next);
+            foreach (var _ in Normalize(text.Text[i..next], decomposition)) sources.Add((span.Start, span.End));
+            i = next;
+        }
+        var whole = text.OriginalSpan(start, end);
+        var at = 0; // position in the decomposed chars
+        for (int i = 0; i < normalized.Length;)
+        {
+            var next = ByteLevel.NextCodePoint(normalized, i);
+            var (from, to) = at < sources.Count ? sources[at] : (whole.Start, whole.End);
+            for (int k = i; k < next; k++) builder.Append(normalized[k], from, to);
+            at += Normalize(normalized[i..next], decomposition).Length;
+            i = next;
+        }
+    }
+
+    static string Normalize(string unit, NormalizationForm form)
+    {
+        try { return unit.Normalize(form); }
+        catch (ArgumentException) { return unit; } // a lone surrogate: HF strings cannot hold one
     }
 
     static bool IsNormalized(string text, NormalizationForm form)
