@@ -13,18 +13,15 @@ namespace PeftSharp.Tokenization;
 /// </summary>
 internal sealed class StandIns
 {
-    static readonly Lazy<char[][]> candidatesByCategory = new(BuildCandidates);
-
     readonly char[] chosen = new char[32];
 
     public StandIns(string pattern, RegexOptions options)
     {
         var named = NamedChars.Parse(pattern);
         var ignoreCase = (options & RegexOptions.IgnoreCase) != 0 || pattern.Contains("(?i", StringComparison.Ordinal);
-        var candidates = candidatesByCategory.Value;
-        for (int category = 0; category < candidates.Length; category++)
+        foreach (var category in Enum.GetValues<UnicodeCategory>())
         {
-            chosen[category] = candidates[category].FirstOrDefault(c => !named.Names(c, ignoreCase), '\u0378');
+            chosen[(int)category] = Candidates(category).FirstOrDefault(c => !named.Names(c, ignoreCase), '\u0378');
         }
     }
 
@@ -39,17 +36,16 @@ internal sealed class StandIns
         '\u00BB', '\u00A1', '\u00AC', '\u00A2', '\u00B4', '\u00A6', '\u0378',
     ];
 
-    static char[][] BuildCandidates()
+    /// <summary>The preferred char of the category, then the others, lazily (the first one nearly always fits).</summary>
+    static IEnumerable<char> Candidates(UnicodeCategory category)
     {
-        var lists = Enumerable.Range(0, 30).Select(_ => new List<char>()).ToArray();
-        foreach (var c in preferred) lists[(int)CharUnicodeInfo.GetUnicodeCategory(c)].Add(c);
+        var first = preferred.FirstOrDefault(c => CharUnicodeInfo.GetUnicodeCategory(c) == category, '\0');
+        if (first != '\0') yield return first;
         for (int c = 0xFFFF; c >= 0; c--)
         {
-            if (c is >= 0xD800 and <= 0xDFFF) continue;
-            var list = lists[(int)CharUnicodeInfo.GetUnicodeCategory((char)c)];
-            if (!list.Contains((char)c)) list.Add((char)c);
+            if (c is >= 0xD800 and <= 0xDFFF || c == first) continue;
+            if (CharUnicodeInfo.GetUnicodeCategory((char)c) == category) yield return (char)c;
         }
-        return [.. lists.Select(l => l.ToArray())];
     }
 
     /// <summary>The chars and ranges a .NET pattern spells out, and the Unicode blocks it names.</summary>
