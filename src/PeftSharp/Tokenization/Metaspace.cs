@@ -41,7 +41,10 @@ internal sealed class MetaspacePreTokenizer(char replacement, PrependScheme sche
     };
 }
 
-/// <summary>HF's <c>Metaspace</c> decoder: "▁" back to ' ', and the space Metaspace prepended dropped from the first token.</summary>
+/// <summary>
+/// HF's <c>Metaspace</c> decoder: "▁" back to ' ', except in the first token, where (unless the scheme is never)
+/// every "▁" is dropped, not only the one Metaspace prepended: tokenizers decodes ["▁▁a▁", "▁b"] as "a b".
+/// </summary>
 internal sealed class MetaspaceDecoder(char replacement, PrependScheme scheme) : IDecoder
 {
     public List<string> DecodeChain(List<string> tokens)
@@ -49,9 +52,9 @@ internal sealed class MetaspaceDecoder(char replacement, PrependScheme scheme) :
         var result = new List<string>(tokens.Count);
         for (int i = 0; i < tokens.Count; i++)
         {
-            var token = tokens[i].Replace(replacement, ' ');
-            if (i == 0 && scheme != PrependScheme.Never && token.StartsWith(' ')) token = token[1..];
-            result.Add(token);
+            result.Add(i == 0 && scheme != PrependScheme.Never
+                ? tokens[i].Replace(replacement.ToString(), "", StringComparison.Ordinal)
+                : tokens[i].Replace(replacement, ' '));
         }
         return result;
     }
