@@ -21,6 +21,7 @@ internal sealed class UnigramModel : ITokenModel
     readonly double[] scores;
     readonly int? unkId;
     readonly bool byteFallback;
+    readonly string source;
     readonly double unkScore;
     readonly int maxPieceLength;
     readonly ConcurrentDictionary<string, WordToken[]> cache = new(StringComparer.Ordinal);
@@ -43,6 +44,7 @@ internal sealed class UnigramModel : ITokenModel
         cacheBySpan = cache.GetAlternateLookup<ReadOnlySpan<char>>();
         this.unkId = unkId;
         this.byteFallback = byteFallback;
+        this.source = source;
         unkScore = (scores.Length == 0 ? double.PositiveInfinity : scores.Min()) - UnkPenalty;
     }
 
@@ -128,7 +130,8 @@ internal sealed class UnigramModel : ITokenModel
             if (vocabBySpan.TryGetValue(piece, out var id)) tokens.Add(new WordToken(id, start, end));
             else if (!(byteFallback && TryByteFallback(piece, start, end, tokens)))
             {
-                if (unkId is not int unk) throw new InvalidOperationException($"Unigram: '{piece}' is not in the vocabulary and the model has no unk_id");
+                if (unkId is not int unk) throw new InvalidOperationException(
+                    $"{source}: '{piece}' has no Unigram piece and the model has no unk_id (nor byte pieces) to stand for it");
                 tokens.Add(new WordToken(unk, start, end));
             }
         }
