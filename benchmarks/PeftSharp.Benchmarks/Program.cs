@@ -14,6 +14,7 @@ var benchmarks = new Dictionary<string, Func<string[], int>>
     ["methods"] = TrainBenchmarks.Methods,
     ["merge"] = MergeBenchmark.Run,
     ["gpu-train"] = GpuTrainBenchmark.Run,
+    ["tokenize"] = TokenizeBenchmark.Run,
     [TrainBenchmarks.ChildVerb] = TrainBenchmarks.RunOne,
     [MergeBenchmark.ChildVerb] = MergeBenchmark.RunOne,
 };

@@ -31,6 +31,7 @@ internal sealed record BpeOptions(
 internal sealed class BpeModel : ITokenModel
 {
     const int MaxCachedWords = 200_000;
+    const int MaxCachedLength = 256; // like HF: without a pre-tokenizer (Llama 2) a "word" is a whole text, rarely repeated
 
     readonly Dictionary<string, int> vocab;
     readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> vocabBySpan;
@@ -72,6 +73,11 @@ internal sealed class BpeModel : ITokenModel
         {
             var key = word.ToString();
             tokens = Merge(key);
+            if (key.Length >= MaxCachedLength)
+            {
+                output.AddRange(tokens);
+                return;
+            }
             if (cachedWords >= MaxCachedWords)
             {
                 cache.Clear();

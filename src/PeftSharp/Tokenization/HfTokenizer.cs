@@ -6,7 +6,8 @@ public sealed record TokenizedText(int[] Ids, TokenSpan[] Offsets);
 /// <summary>
 /// A Hugging Face tokenizer read from a model folder (tokenizer.json + tokenizer_config.json), giving the same ids
 /// as transformers' <c>tokenizer(text)["input_ids"]</c> and the same text as <c>tokenizer.decode(ids)</c>.
-/// Supports byte-level BPE (GPT-2, Llama 3, Qwen2, SmolLM) and WordPiece (BERT).
+/// Supports byte-level BPE (GPT-2, Llama 3, Qwen2, DeepSeek V3, SmolLM), SentencePiece BPE (Llama 2, Mistral, Gemma),
+/// Unigram (T5, ALBERT, XLM-R) and WordPiece (BERT); docs/tokenizers.md lists every component.
 /// <para>
 /// The pipeline is HF's: added tokens are cut out of the raw text first, then each remaining run is normalized,
 /// pre-tokenized into words, and each word encoded by the model; the post-processor adds BOS/CLS/SEP.

@@ -100,6 +100,45 @@ internal sealed class NormalizedText
         return builder.Build();
     }
 
+    /// <summary>
+    /// Prepends <paramref name="prefix"/> aligned to the first code point, as HF's <c>NormalizedString::prepend</c>
+    /// (the Prepend normalizer, Metaspace): a token that is only the prefix still points at the text it precedes.
+    /// An empty text stays empty.
+    /// </summary>
+    public NormalizedText PrependToFirst(string prefix)
+    {
+        if (Length == 0) return this;
+        var first = OriginalSpan(0, ByteLevel.NextCodePoint(Text, 0));
+        var builder = new Builder(Length + prefix.Length);
+        foreach (var c in prefix) builder.Append(c, first.Start, first.End);
+        for (int i = 0; i < Length; i++) builder.Append(Text[i], OriginalStart(i), OriginalEnd(i));
+        return builder.Build();
+    }
+
+    /// <summary>
+    /// Replaces every match of <paramref name="pattern"/> by <paramref name="content"/> (HF's <c>NormalizedString::replace</c>):
+    /// the content points at the last code point of the match, since HF aligns inserted chars with the char before them.
+    /// </summary>
+    public NormalizedText Replace(CodePointRegex pattern, string content)
+    {
+        var matches = new List<Match>();
+        pattern.Matches(Text, invert: false, matches);
+        if (!matches.Any(m => m.IsMatch)) return this;
+        var builder = new Builder(Length);
+        foreach (var m in matches)
+        {
+            if (!m.IsMatch)
+            {
+                for (int i = m.Start; i < m.End; i++) builder.Append(Text[i], OriginalStart(i), OriginalEnd(i));
+                continue;
+            }
+            var last = m.End > m.Start ? m.End - (m.End - m.Start >= 2 && char.IsLowSurrogate(Text[m.End - 1]) && char.IsHighSurrogate(Text[m.End - 2]) ? 2 : 1) : -1;
+            var span = last >= 0 ? OriginalSpan(last, m.End) : m.Start > 0 ? OriginalSpan(m.Start - 1, m.Start) : new TokenSpan(0, 0);
+            foreach (var c in content) builder.Append(c, span.Start, span.End);
+        }
+        return builder.Build();
+    }
+
     /// <summary>Accumulates chars with their original spans.</summary>
     internal sealed class Builder(int capacity)
     {

@@ -65,17 +65,67 @@ internal sealed class Lowercase : INormalizer
     }
 }
 
-/// <summary>NFC / NFD / NFKC / NFKD, applied to each base char together with the marks that follow it.</summary>
+/// <summary>
+/// NFC / NFD / NFKC / NFKD, applied to each base char together with the marks that follow it. Alignment is HF's:
+/// the chars a code point decomposes into point at it, and a composed char points at its first component only
+/// (so "e\u0301" composed to "é" covers the "e").
+/// </summary>
 internal sealed class UnicodeNormalizer(NormalizationForm form) : INormalizer
 {
+    readonly NormalizationForm decomposition = form is NormalizationForm.FormKC or NormalizationForm.FormKD
+        ? NormalizationForm.FormKD : NormalizationForm.FormD;
+
     public NormalizedText Normalize(NormalizedText text)
     {
         if (IsNormalized(text.Text, form)) return text;
-        return text.Transform(NextCluster, unit =>
+        var s = text.Text;
+        var builder = new NormalizedText.Builder(s.Length);
+        for (int i = 0; i < s.Length;)
         {
-            try { return unit.Normalize(form); }
-            catch (ArgumentException) { return unit; } // a lone surrogate: HF strings cannot hold one
-        });
+            var end = NextCluster(s, i);
+            var unit = s[i..end];
+            var normalized = Normalize(unit, form);
+            if (string.Equals(unit, normalized, StringComparison.Ordinal))
+            {
+                for (int k = i; k < end; k++) builder.Append(s[k], text.OriginalStart(k), text.OriginalEnd(k));
+            }
+            else
+            {
+                Align(text, i, end, normalized, builder);
+            }
+            i = end;
+        }
+        return builder.Build();
+    }
+
+    /// <summary>Appends <paramref name="normalized"/> (the form of chars [start, end)) with each char pointing at its source code point.</summary>
+    void Align(NormalizedText text, int start, int end, string normalized, NormalizedText.Builder builder)
+    {
+        // The decomposed chars of the unit, each with the source code point it came from.
+        var sources = new List<(int Start, int End)>();
+        for (int i = start; i < end;)
+        {
+            var next = ByteLevel.NextCodePoint(text.Text, i);
+            var span = text.OriginalSpan(i, next);
+            foreach (var _ in Normalize(text.Text[i..next], decomposition)) sources.Add((span.Start, span.End));
+            i = next;
+        }
+        var whole = text.OriginalSpan(start, end);
+        var at = 0; // position in the decomposed chars
+        for (int i = 0; i < normalized.Length;)
+        {
+            var next = ByteLevel.NextCodePoint(normalized, i);
+            var (from, to) = at < sources.Count ? sources[at] : (whole.Start, whole.End);
+            for (int k = i; k < next; k++) builder.Append(normalized[k], from, to);
+            at += Normalize(normalized[i..next], decomposition).Length;
+            i = next;
+        }
+    }
+
+    static string Normalize(string unit, NormalizationForm form)
+    {
+        try { return unit.Normalize(form); }
+        catch (ArgumentException) { return unit; } // a lone surrogate: HF strings cannot hold one
     }
 
     static bool IsNormalized(string text, NormalizationForm form)
@@ -85,19 +135,29 @@ internal sealed class UnicodeNormalizer(NormalizationForm form) : INormalizer
     }
 
     /// <summary>A code point plus following combining marks and Hangul vowel/final jamo (what composition joins).</summary>
-    static int NextCluster(string text, int i)
+    int NextCluster(string text, int i)
     {
         var end = ByteLevel.NextCodePoint(text, i);
         while (end < text.Length)
         {
-            Rune.DecodeFromUtf16(text.AsSpan(end), out var r, out _);
-            var joins = r.Value is (>= 0x1161 and <= 0x1175) or (>= 0x11A8 and <= 0x11C2)
-                || Rune.GetUnicodeCategory(r) is UnicodeCategory.NonSpacingMark or UnicodeCategory.SpacingCombiningMark
-                    or UnicodeCategory.EnclosingMark;
-            if (!joins) break;
-            end = ByteLevel.NextCodePoint(text, end);
+            var next = ByteLevel.NextCodePoint(text, end);
+            if (!Joins(text[end..next])) break;
+            end = next;
         }
         return end;
+    }
+
+    /// <summary>
+    /// Whether a code point can compose with what precedes it: a mark or Hangul vowel/final jamo, also after
+    /// compatibility decomposition (half-width ﾞ is a modifier letter whose NFKD is the combining U+3099).
+    /// </summary>
+    bool Joins(string codePoint)
+    {
+        var first = codePoint.Length == 2 ? codePoint : Normalize(codePoint, decomposition);
+        Rune.DecodeFromUtf16(first, out var r, out _);
+        return r.Value is (>= 0x1161 and <= 0x1175) or (>= 0x11A8 and <= 0x11C2)
+            || Rune.GetUnicodeCategory(r) is UnicodeCategory.NonSpacingMark or UnicodeCategory.SpacingCombiningMark
+                or UnicodeCategory.EnclosingMark;
     }
 }
 

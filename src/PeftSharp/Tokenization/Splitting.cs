@@ -120,13 +120,20 @@ internal static class Splitting
 /// A pre-tokenizer regex that sees code points the way HF's Oniguruma does. .NET regexes walk UTF-16 chars,
 /// so an emoji or a supplementary-plane letter would be two surrogates of category Cs and patterns such as
 /// <c>[^\r\n\p{L}\p{N}]?\p{L}+</c> would split differently. Texts with surrogate pairs are therefore matched
-/// on a stand-in string with one BMP char of the same Unicode category per code point.
+/// on a stand-in string with one BMP char of the same Unicode category per code point. The stand-in must be
+/// one the pattern does not name (DeepSeek V3 isolates <c>[一-龥]</c>, so U+4E00 would turn a hieroglyph into
+/// a CJK ideograph): see <see cref="StandIns"/>.
 /// </summary>
 internal sealed class CodePointRegex
 {
     readonly Regex regex;
+    readonly StandIns standIns;
 
-    public CodePointRegex(Regex regex) => this.regex = regex;
+    public CodePointRegex(Regex regex)
+    {
+        this.regex = regex;
+        standIns = new StandIns(regex.ToString(), regex.Options);
+    }
 
     public CodePointRegex(string pattern, string source)
     {
@@ -138,7 +145,11 @@ internal sealed class CodePointRegex
         {
             throw new NotSupportedException($"{source}: the split regex '{pattern}' is not valid in .NET: {e.Message}", e);
         }
+        standIns = new StandIns(pattern, regex.Options);
     }
+
+    /// <summary>The BMP char that stands for every supplementary code point of <paramref name="category"/>.</summary>
+    internal char StandIn(UnicodeCategory category) => standIns.For(category);
 
     /// <summary>Matches and the gaps between them, covering <paramref name="text"/> (HF's regex <c>find_matches</c>).</summary>
     public void Matches(ReadOnlySpan<char> text, bool invert, List<Match> matches)
@@ -162,7 +173,7 @@ internal sealed class CodePointRegex
     }
 
     /// <summary>The text with one char per code point, and where each stand-in char starts in the text.</summary>
-    static ReadOnlySpan<char> StandIn(ReadOnlySpan<char> text, out int[]? toText)
+    ReadOnlySpan<char> StandIn(ReadOnlySpan<char> text, out int[]? toText)
     {
         toText = null;
         if (!text.ContainsAnyInRange('\uD800', '\uDFFF')) return text;
@@ -172,7 +183,7 @@ internal sealed class CodePointRegex
         {
             Rune.DecodeFromUtf16(text[i..], out var rune, out var length);
             // A lone surrogate (invalid UTF-16) keeps its own char.
-            subject.Append(length == 1 ? text[i] : Placeholder(Rune.GetUnicodeCategory(rune)));
+            subject.Append(length == 1 ? text[i] : standIns.For(Rune.GetUnicodeCategory(rune)));
             starts.Add(i);
             i += length;
         }
@@ -180,38 +191,4 @@ internal sealed class CodePointRegex
         toText = [.. starts];
         return subject.ToString();
     }
-
-    /// <summary>A BMP char whose Unicode category is <paramref name="category"/>.</summary>
-    internal static char Placeholder(UnicodeCategory category) => category switch
-    {
-        UnicodeCategory.UppercaseLetter => '\u00C0',
-        UnicodeCategory.LowercaseLetter => '\u00E0',
-        UnicodeCategory.TitlecaseLetter => '\u01C5',
-        UnicodeCategory.ModifierLetter => '\u02B0',
-        UnicodeCategory.OtherLetter => '\u4E00',
-        UnicodeCategory.NonSpacingMark => '\u0300',
-        UnicodeCategory.SpacingCombiningMark => '\u0903',
-        UnicodeCategory.EnclosingMark => '\u20DD',
-        UnicodeCategory.DecimalDigitNumber => '\u0660',
-        UnicodeCategory.LetterNumber => '\u2160',
-        UnicodeCategory.OtherNumber => '\u00B2',
-        UnicodeCategory.SpaceSeparator => '\u2000',
-        UnicodeCategory.LineSeparator => '\u2028',
-        UnicodeCategory.ParagraphSeparator => '\u2029',
-        UnicodeCategory.Control => '\u0001',
-        UnicodeCategory.Format => '\u00AD',
-        UnicodeCategory.PrivateUse => '\uE000',
-        UnicodeCategory.ConnectorPunctuation => '\u203F',
-        UnicodeCategory.DashPunctuation => '\u2010',
-        UnicodeCategory.OpenPunctuation => '\u2045',
-        UnicodeCategory.ClosePunctuation => '\u2046',
-        UnicodeCategory.InitialQuotePunctuation => '\u00AB',
-        UnicodeCategory.FinalQuotePunctuation => '\u00BB',
-        UnicodeCategory.OtherPunctuation => '\u00A1',
-        UnicodeCategory.MathSymbol => '\u00AC',
-        UnicodeCategory.CurrencySymbol => '\u00A2',
-        UnicodeCategory.ModifierSymbol => '\u00B4',
-        UnicodeCategory.OtherSymbol => '\u00A6',
-        _ => '\u0378', // OtherNotAssigned (Surrogate cannot occur for a whole code point)
-    };
 }

@@ -38,9 +38,9 @@ internal static class TokenizerJson
     {
         // Old files omit the type; HF then guesses from the fields present, and so do we.
         var type = String(e, "type")
-            ?? (e.TryGetProperty("merges", out _) ? "BPE" : e.TryGetProperty("max_input_chars_per_word", out _) ? "WordPiece" : null);
+            ?? (e.TryGetProperty("merges", out _) ? "BPE" : e.TryGetProperty("max_input_chars_per_word", out _) ? "WordPiece"
+                : Optional(e, "vocab") is { ValueKind: JsonValueKind.Array } ? "Unigram" : null);
         isBpe = type == "BPE";
-        var vocab = e.GetProperty("vocab").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetInt32(), StringComparer.Ordinal);
         switch (type)
         {
             case "BPE":
@@ -50,13 +50,38 @@ internal static class TokenizerJson
                 var options = new BpeOptions(
                     String(e, "unk_token"), String(e, "continuing_subword_prefix"), String(e, "end_of_word_suffix"),
                     Bool(e, "fuse_unk", false), Bool(e, "byte_fallback", false), Bool(e, "ignore_merges", false));
-                return new BpeModel(vocab, merges, options, source);
+                return new BpeModel(Vocab(e), merges, options, source);
             case "WordPiece":
-                return new WordPieceModel(vocab, String(e, "unk_token") ?? "[UNK]", String(e, "continuing_subword_prefix") ?? "##",
+                return new WordPieceModel(Vocab(e), String(e, "unk_token") ?? "[UNK]", String(e, "continuing_subword_prefix") ?? "##",
                     Optional(e, "max_input_chars_per_word")?.GetInt32() ?? 100, source);
+            case "Unigram":
+                // vocab is a list of [piece, score]; the id of a piece is its index.
+                var pieces = e.GetProperty("vocab").EnumerateArray().Select(p => (p[0].GetString()!, p[1].GetDouble())).ToList();
+                return new UnigramModel(pieces, Optional(e, "unk_id")?.GetInt32(), Bool(e, "byte_fallback", false), source);
             default:
-                throw new NotSupportedException($"{source}: model type '{type}' is not supported (supported: BPE, WordPiece)");
+                throw new NotSupportedException($"{source}: model type '{type}' is not supported (supported: BPE, WordPiece, Unigram)");
         }
+    }
+
+    static Dictionary<string, int> Vocab(JsonElement e) =>
+        e.GetProperty("vocab").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetInt32(), StringComparer.Ordinal);
+
+    /// <summary>A pattern is {"String": literal} or {"Regex": pattern} (Split, Replace).</summary>
+    static CodePointRegex Pattern(JsonElement e, string source, string what)
+    {
+        var pattern = e.GetProperty("pattern");
+        var regex = pattern.TryGetProperty("Regex", out var r) ? r.GetString()!
+            : System.Text.RegularExpressions.Regex.Escape(pattern.GetProperty("String").GetString()!);
+        return new CodePointRegex(regex, $"{source}: {what}");
+    }
+
+    /// <summary>A one-char setting such as Metaspace's replacement or Strip's content.</summary>
+    static char Char(JsonElement e, string name, char fallback, string source, string what)
+    {
+        var s = String(e, name);
+        if (s == null) return fallback;
+        if (s.Length != 1) throw new NotSupportedException($"{source}: {what} {name} '{s}' is not a single BMP char; only those are supported");
+        return s[0];
     }
 
     /// <summary>A merge is "left right" (older files) or ["left", "right"] (newer, allows spaces in tokens).</summary>
@@ -88,9 +113,18 @@ internal static class TokenizerJson
             case "NFKD": return new UnicodeNormalizer(NormalizationForm.FormKD);
             case "Sequence":
                 return new SequenceNormalizer([.. e.GetProperty("normalizers").EnumerateArray().Select(x => Normalizer(x, source))]);
+            case "Prepend": return new PrependNormalizer(e.GetProperty("prepend").GetString()!);
+            case "Replace": return new ReplaceNormalizer(Pattern(e, source, "normalizer Replace"), e.GetProperty("content").GetString()!);
+            case "Strip": return new StripNormalizer(Bool(e, "strip_left", true), Bool(e, "strip_right", true));
+            case "StripAccents": return new StripAccentsNormalizer();
+            case "Precompiled":
+                if (String(e, "precompiled_charsmap") is not { Length: > 0 } charsmap)
+                    throw new InvalidDataException($"{source}: normalizer Precompiled has no precompiled_charsmap; re-save the tokenizer with a current tokenizers");
+                try { return new PrecompiledNormalizer(Convert.FromBase64String(charsmap), source); }
+                catch (FormatException) { throw new InvalidDataException($"{source}: normalizer Precompiled: precompiled_charsmap is not base64"); }
             default:
-                throw new NotSupportedException(
-                    $"{source}: normalizer type '{type}' is not supported (supported: BertNormalizer, Lowercase, NFC, NFD, NFKC, NFKD, Sequence)");
+                throw new NotSupportedException($"{source}: normalizer type '{type}' is not supported (supported: "
+                    + "BertNormalizer, Lowercase, NFC, NFD, NFKC, NFKD, Precompiled, Prepend, Replace, Strip, StripAccents, Sequence)");
         }
     }
 
@@ -101,11 +135,12 @@ internal static class TokenizerJson
         {
             case "ByteLevel": return new ByteLevelPreTokenizer(Bool(e, "add_prefix_space", true), Bool(e, "use_regex", true));
             case "Split":
-                var pattern = e.GetProperty("pattern");
-                var regex = pattern.TryGetProperty("Regex", out var r) ? r.GetString()!
-                    : System.Text.RegularExpressions.Regex.Escape(pattern.GetProperty("String").GetString()!);
-                return new SplitPreTokenizer(new CodePointRegex(regex, $"{source}: pre_tokenizer Split"),
+                return new SplitPreTokenizer(Pattern(e, source, "pre_tokenizer Split"),
                     Splitting.ParseBehavior(String(e, "behavior") ?? "Isolated", source), Bool(e, "invert", false));
+            case "Metaspace":
+                return new MetaspacePreTokenizer(Char(e, "replacement", '\u2581', source, "pre_tokenizer Metaspace"),
+                    MetaspacePreTokenizer.ParseScheme(String(e, "prepend_scheme"), Optional(e, "add_prefix_space")?.GetBoolean(), source),
+                    Bool(e, "split", true));
             case "Digits": return new DigitsPreTokenizer(Bool(e, "individual_digits", false));
             case "BertPreTokenizer": return new BertPreTokenizer();
             case "Whitespace": return new WhitespacePreTokenizer();
@@ -115,7 +150,7 @@ internal static class TokenizerJson
                 return new SequencePreTokenizer([.. e.GetProperty("pretokenizers").EnumerateArray().Select(x => PreTokenizer(x, source))]);
             default:
                 throw new NotSupportedException($"{source}: pre_tokenizer type '{type}' is not supported (supported: ByteLevel, "
-                    + "Split, Digits, BertPreTokenizer, Whitespace, WhitespaceSplit, Punctuation, Sequence)");
+                    + "Split, Digits, BertPreTokenizer, Whitespace, WhitespaceSplit, Punctuation, Metaspace, Sequence)");
         }
     }
 
@@ -155,7 +190,15 @@ internal static class TokenizerJson
             "ByteLevel" => new ByteLevelDecoder(),
             "WordPiece" => new WordPieceDecoder(String(e, "prefix") ?? "##", Bool(e, "cleanup", true)),
             "Sequence" => new SequenceDecoder([.. e.GetProperty("decoders").EnumerateArray().Select(x => Decoder(x, source))]),
-            _ => throw new NotSupportedException($"{source}: decoder type '{type}' is not supported (supported: ByteLevel, WordPiece, Sequence)"),
+            "Replace" => new ReplaceDecoder(Pattern(e, source, "decoder Replace"), e.GetProperty("content").GetString()!),
+            "ByteFallback" => new ByteFallbackDecoder(),
+            "Fuse" => new FuseDecoder(),
+            "Strip" => new StripDecoder(Char(e, "content", ' ', source, "decoder Strip"),
+                Optional(e, "start")?.GetInt32() ?? 0, Optional(e, "stop")?.GetInt32() ?? 0),
+            "Metaspace" => new MetaspaceDecoder(Char(e, "replacement", '\u2581', source, "decoder Metaspace"),
+                MetaspacePreTokenizer.ParseScheme(String(e, "prepend_scheme"), Optional(e, "add_prefix_space")?.GetBoolean(), source)),
+            _ => throw new NotSupportedException($"{source}: decoder type '{type}' is not supported "
+                + "(supported: ByteLevel, WordPiece, Replace, ByteFallback, Fuse, Strip, Metaspace, Sequence)"),
         };
     }
 
