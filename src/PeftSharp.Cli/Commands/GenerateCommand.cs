@@ -53,7 +53,7 @@ internal static class GenerateCommand
             options = options with { EosTokenIds = config.EosTokenIds, PadTokenId = config.PadTokenId };
             var tokenizer = File.Exists(Path.Combine(modelDir, "tokenizer.json")) ? HfTokenizer.Load(modelDir) : null;
             int[] ids;
-            if (r.GetValue(promptIds) is { } given)
+            if (r.GetValue(promptIds) is { Length: > 0 } given) // an array option not given parses as empty
             {
                 Options.CheckTokenIds("--prompt-ids", given.Select(i => (long)i), config.VocabSize, modelDir);
                 ids = given;
