@@ -23,7 +23,7 @@ internal static class TrainOptionsHelp
 
     static readonly Dictionary<string, string> ValueNames = new()
     {
-        ["model"] = "<dir>", ["init_adapter"] = "<dir>", ["output_dir"] = "<dir>", ["train_file"] = "<path>", ["eval_file"] = "<path>",
+        ["model"] = "<dir>", ["init_adapter"] = "<dir>", ["adapter_config"] = "<file>", ["output_dir"] = "<dir>", ["train_file"] = "<path>", ["eval_file"] = "<path>",
         ["method"] = "<name>", ["optim"] = "<name>", ["lr_scheduler_type"] = "<name>", ["task"] = "<causal_lm|seq_cls>",
         ["lora_target_modules"] = "<names>", ["resume_from_checkpoint"] = "[latest|<dir>]", ["device"] = "<device>",
         ["dataset_text_field"] = "<field>", ["label_column"] = "<field>", ["sample_prompt"] = "<text>",
