@@ -41,8 +41,8 @@ public static class ModelMerger
     {
         options ??= new MergeOptions();
         var method = MergeMethods.Get(config.MergeMethod);
-        var parameters = new MergeParameters(config);
-        parameters.CheckNames();
+        var parameters = new MergeParameters(config, method);
+        parameters.Check();
         using var inputs = MergeInputs.Open(config);
         var warnings = new List<string>();
         MergeValidation.Check(config, method, inputs, options, warnings);

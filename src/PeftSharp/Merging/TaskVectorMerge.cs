@@ -16,7 +16,7 @@ public enum TiesConvention
 
 /// <summary>The task vector of one model for one tensor, with that model's parameters for the tensor.</summary>
 public sealed record TaskVectorInput(Tensor TaskVector, double Weight, double Density = 1, double Gamma = 0.01,
-    Generator? Generator = null);
+    Generator? Generator = null, double Epsilon = 0.15);
 
 /// <summary>Method-wide options; defaults per method come from <see cref="MergeMethod"/>.</summary>
 public sealed record TaskVectorOptions(bool Normalize, bool Rescale, SignMethod SignMethod = SignMethod.Total,
@@ -93,6 +93,7 @@ public static class TaskVectorMerge
             Sparsification.Random => MergeMath.RandomPrune(tv, input.Density, rescale, input.Generator),
             Sparsification.Magnitude => RescaledIf(rescale, tv, MergeMath.MagnitudePrune(tv, input.Density)),
             Sparsification.Breadcrumbs => RescaledIf(rescale, tv, MergeMath.BreadcrumbsPrune(tv, input.Density, input.Gamma)),
+            Sparsification.Della => RescaledIf(rescale, tv, MergeMath.DellaPrune(tv, input.Density, input.Epsilon, input.Generator)),
             _ => throw new ArgumentOutOfRangeException(nameof(how), how, null),
         };
     }

@@ -1,0 +1,38 @@
+using static TorchSharp.torch;
+
+namespace PeftSharp.Merging;
+
+public static partial class MergeMath
+{
+    /// <summary>
+    /// SCE (https://arxiv.org/abs/2408.07990) as mergekit computes it, for task vectors <c>tau_i = w_i - base</c>:
+    /// <b>select</b> the <c>int(select_topk * nonzero)</c> entries whose variance across the models is largest (when
+    /// <paramref name="selectTopK"/> &lt; 1), <b>calculate</b> one coefficient per model from its energy,
+    /// <c>c_i = mean(tau_i^2) / sum_j mean(tau_j^2)</c> (uniform when all are ~0), <b>erase</b> the entries whose sign
+    /// disagrees with the sign of <c>sum_i tau_i</c>, and return
+    /// <c>base + sum_i c_i m_i tau_i / max(sum_i c_i m_i, 1e-6)</c>.
+    /// </summary>
+    public static Tensor Sce(Tensor baseWeight, IReadOnlyList<Tensor> models, double selectTopK)
+    {
+        if (models.Count == 0) return baseWeight.clone();
+        using var scope = NewDisposeScope();
+        var tvs = stack(models.Select(m => m - baseWeight).ToList());              // [n, ...]
+        if (selectTopK < 1) tvs.mul_(SceSelect(tvs, selectTopK).unsqueeze(0));
+        var agree = SignAgreement(tvs, ElectSign(tvs, SignMethod.Total)).to(tvs.dtype);
+        var energy = tvs.square().reshape(models.Count, -1).mean([1]);              // [n]
+        double total = energy.sum(type: ScalarType.Float64).item<double>();
+        var coefficients = Math.Abs(total) < 1e-6 ? full(models.Count, 1.0 / models.Count, tvs.dtype) : energy / total;
+        var erased = agree.mul_(coefficients.view([models.Count, .. Enumerable.Repeat(1L, (int)baseWeight.dim())]));
+        var merged = (tvs * erased).sum(dim: 0).div_(erased.sum(dim: 0).clamp_min(1e-6));
+        return (baseWeight + merged).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>SCE's select: a 0/1 mask [...] of the <c>int(fraction * count_nonzero(var))</c> highest-variance entries.</summary>
+    static Tensor SceSelect(Tensor tvs, double fraction)
+    {
+        var variance = tvs.var(0, unbiased: false).reshape(-1);
+        if (fraction <= 0) return zeros(tvs.shape.Skip(1).ToArray(), tvs.dtype);
+        long k = (long)(variance.count_nonzero().item<long>() * fraction);
+        return LargestMask(variance.abs(), k).to(tvs.dtype).view(tvs.shape.Skip(1).ToArray());
+    }
+}
