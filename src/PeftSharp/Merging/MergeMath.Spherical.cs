@@ -53,7 +53,7 @@ public static partial class MergeMath
         if (normalizeWeights) w = w / w.sum();
         var norms = x.norm(-1, keepdim: true);                                                         // [n, 1]
         var units = x / (norms + eps);
-        var mean = (units * w.view(-1, 1)).sum(0);
+        var mean = (units * w.view(-1, 1)).sum(dim: 0);
         double meanNorm = mean.norm().item<float>();
         Tensor result;
         if (meanNorm < eps)
@@ -67,7 +67,7 @@ public static partial class MergeMath
         {
             mean = mean / meanNorm;
             var tangents = units - (units * mean).sum(-1, keepdim: true) * mean;
-            var g = (tangents * w.view(-1, 1)).sum(0);
+            var g = (tangents * w.view(-1, 1)).sum(dim: 0);
             var gNorm = g.norm() + eps;
             result = (mean * gNorm.cos() + g * (gNorm.sin() / gNorm)) * (norms.squeeze(-1) * w).sum();
         }
