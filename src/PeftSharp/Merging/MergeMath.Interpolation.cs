@@ -76,5 +76,13 @@ public static partial class MergeMath
     public static Tensor LinesScale(Tensor taskVector, double depth, double alpha, double beta) =>
         taskVector * LinesFactor(depth, alpha, beta);
 
-    static double Norm(Tensor v) => Math.Sqrt((v * v).sum(type: ScalarType.Float64).item<double>());
+    static double Norm(Tensor v) => Math.Sqrt(Dot(v, v));
+
+    // In float64, freeing the whole-tensor product at once (not at the end of the caller's scope).
+    static double Dot(Tensor a, Tensor b)
+    {
+        using var product = a * b;
+        using var sum = product.sum(type: ScalarType.Float64);
+        return sum.item<double>();
+    }
 }

@@ -15,16 +15,25 @@ public static partial class MergeMath
     public static Tensor Sce(Tensor baseWeight, IReadOnlyList<Tensor> models, double selectTopK)
     {
         if (models.Count == 0) return baseWeight.clone();
-        using var scope = NewDisposeScope();
-        var tvs = stack(models.Select(m => m - baseWeight).ToList());              // [n, ...]
-        if (selectTopK < 1) tvs.mul_(SceSelect(tvs, selectTopK).unsqueeze(0));
-        var agree = SignAgreement(tvs, ElectSign(tvs, SignMethod.Total)).to(tvs.dtype);
-        var energy = tvs.square().reshape(models.Count, -1).mean([1]);              // [n]
-        double total = energy.sum(type: ScalarType.Float64).item<double>();
-        var coefficients = Math.Abs(total) < 1e-6 ? full(models.Count, 1.0 / models.Count, tvs.dtype) : energy / total;
-        var erased = agree.mul_(coefficients.view([models.Count, .. Enumerable.Repeat(1L, (int)baseWeight.dim())]));
-        var merged = (tvs * erased).sum(dim: 0).div_(erased.sum(dim: 0).clamp_min(1e-6));
-        return (baseWeight + merged).MoveToOuterDisposeScope();
+        using var scope = NewDisposeScope();     // whole-sized temporaries are freed as soon as used
+        int n = models.Count;
+        var tvs = empty([n, .. baseWeight.shape], baseWeight.dtype);                    // [n, ...]
+        for (int i = 0; i < n; i++) tvs[i].copy_(models[i]).sub_(baseWeight);
+        if (selectTopK < 1)
+            using (var selected = SceSelect(tvs, selectTopK)) tvs.mul_(selected);
+        Tensor erased;
+        using (var sign = ElectSign(tvs, SignMethod.Total))
+        using (var agree = SignAgreement(tvs, sign))
+            erased = agree.to(tvs.dtype);
+        var energy = new double[n];
+        for (int i = 0; i < n; i++) energy[i] = Dot(tvs[i], tvs[i]) / tvs[i].numel();
+        double total = energy.Sum();
+        for (int i = 0; i < n; i++) erased[i].mul_(Math.Abs(total) < 1e-6 ? 1.0 / n : energy[i] / total);
+        var divisor = erased.sum(dim: 0).clamp_min_(1e-6);
+        var merged = tvs.mul_(erased).sum(dim: 0).div_(divisor);
+        erased.Dispose();
+        tvs.Dispose();
+        return merged.add_(baseWeight).MoveToOuterDisposeScope();
     }
 
     /// <summary>SCE's select: a 0/1 mask [...] of the <c>int(fraction * count_nonzero(var))</c> highest-variance entries.</summary>

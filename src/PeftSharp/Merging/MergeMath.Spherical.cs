@@ -20,18 +20,25 @@ public static partial class MergeMath
         using var scope = NewDisposeScope();
         var v0 = baseWeight is null ? models[0] : models[0] - baseWeight;
         var v1 = baseWeight is null ? models[1] : models[1] - baseWeight;
-        var shape = v0.shape;
-        if (flatten) { v0 = v0.reshape(-1); v1 = v1.reshape(-1); }
-        else if (rowWise) { v0 = v0.transpose(0, -1); v1 = v1.transpose(0, -1); }
-        Tensor Unit(Tensor x) => x / x.norm(-1, keepdim: true).clamp_min(1e-7);
-        var cos = (Unit(v0) * Unit(v1)).sum(-1, keepdim: true);
-        var theta = cos.clamp(-1, 1).acos();
+        // the vectors as rows of a [rows, d] view: one row (flatten), the last dimension, or dimension 0 moved last
+        Tensor Rows(Tensor v) => flatten ? v.reshape(1, -1) : rowWise ? v.transpose(0, -1).reshape(-1, v.shape[0]) : v.reshape(-1, v.shape[^1]);
+        var r0 = Rows(v0);
+        var r1 = Rows(v1);
+        // the angle from each row's dot product and norms, then one coefficient per row and input (no unit tensors)
+        Tensor dot;
+        using (var product = r0 * r1) dot = product.sum(-1, keepdim: true);
+        var cos = dot.div_(r0.norm(-1, keepdim: true).clamp_min_(1e-7)).div_(r1.norm(-1, keepdim: true).clamp_min_(1e-7));
+        var theta = cos.clamp_(-1, 1).acos_();
         var sin = theta.sin();
-        var slerp = ((theta * (1 - t)).sin() * v0 + (theta * t).sin() * v1) / sin;
-        var result = where(sin.abs() < 1e-8, v0 * (1 - t) + v1 * t, slerp);
-        if (!flatten && rowWise) result = result.transpose(0, -1);
-        result = result.reshape(shape);
-        return (baseWeight is null ? result : baseWeight + result).MoveToOuterDisposeScope();
+        var colinear = sin.abs() < 1e-8;
+        var c0 = where(colinear, 1 - t, (theta * (1 - t)).sin_().div_(sin));
+        var c1 = where(colinear, t, (theta * t).sin_().div_(sin));
+        var rows = r0 * c0;
+        using (var second = r1 * c1) rows.add_(second);
+        var result = flatten ? rows.view(v0.shape)
+            : rowWise ? rows.view(v0.transpose(0, -1).shape).transpose(0, -1).contiguous() : rows.view(v0.shape);
+        if (baseWeight is not null) result.add_(baseWeight);
+        return result.MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -48,31 +55,45 @@ public static partial class MergeMath
         if (models.Count != weights.Count) throw new ArgumentException($"{weights.Count} weights for {models.Count} models");
         if (models.Count == 1) return models[0].clone();
         using var scope = NewDisposeScope();
-        var x = stack(models.Select(m => baseWeight is null ? m : m - baseWeight).ToList()).reshape(models.Count, -1);   // [n, D]
-        var w = tensor(weights.ToArray(), dtype: x.dtype);
-        if (normalizeWeights) w = w / w.sum();
-        var norms = x.norm(-1, keepdim: true);                                                         // [n, 1]
-        var units = x / (norms + eps);
-        var mean = (units * w.view(-1, 1)).sum(dim: 0);
-        double meanNorm = mean.norm().item<float>();
+        // One model at a time: only the sums of whole-tensor size are kept.
+        double total = weights.Sum();
+        var w = weights.Select(v => normalizeWeights ? v / total : v).ToArray();
+        Tensor Point(int i) => baseWeight is null ? models[i].alias() : models[i] - baseWeight;
+        var norms = new double[models.Count];
+        var mean = zeros_like(models[0]);
+        for (int i = 0; i < models.Count; i++)
+        {
+            using var x = Point(i);
+            norms[i] = Math.Sqrt(Dot(x, x));
+            mean.add_(x, alpha: w[i] / (norms[i] + eps));
+        }
+        double meanNorm = Math.Sqrt(Dot(mean, mean));
         Tensor result;
         if (meanNorm < eps)
         {
             if (models.Count != 2)
                 throw new MergeException($"multislerp, tensor '{tensorName}': the weighted directions cancel out (opposite models with " +
                     "balancing weights): change the weights");
-            result = x[0] * w[0] + x[1] * w[1];
+            using var x0 = Point(0);
+            using var x1 = Point(1);
+            result = x0 * w[0] + x1 * w[1];
         }
         else
         {
-            mean = mean / meanNorm;
-            var tangents = units - (units * mean).sum(-1, keepdim: true) * mean;
-            var g = (tangents * w.view(-1, 1)).sum(dim: 0);
-            var gNorm = g.norm() + eps;
-            result = (mean * gNorm.cos() + g * (gNorm.sin() / gNorm)) * (norms.squeeze(-1) * w).sum();
+            mean.div_(meanNorm);
+            // tangent vectors at the mean, g = sum_i w_i (u_i - (u_i.m) m)
+            var g = zeros_like(mean);
+            for (int i = 0; i < models.Count; i++)
+            {
+                using var x = Point(i);
+                double scale = 1 / (norms[i] + eps);
+                g.add_(x, alpha: w[i] * scale).add_(mean, alpha: -w[i] * scale * Dot(x, mean));
+            }
+            double gNorm = Math.Sqrt(Dot(g, g)) + eps, avgNorm = norms.Select((n, i) => n * w[i]).Sum();
+            result = mean.mul_(Math.Cos(gNorm)).add_(g, alpha: Math.Sin(gNorm) / gNorm).mul_(avgNorm);
         }
-        result = result.view(models[0].shape);
-        return (baseWeight is null ? result : result + baseWeight).MoveToOuterDisposeScope();
+        if (baseWeight is not null) result.add_(baseWeight);
+        return result.MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -87,32 +108,34 @@ public static partial class MergeMath
         if (models.Count == 0) throw new ArgumentException("karcher needs at least one model", nameof(models));
         if (models.Count == 1) return models[0].clone();
         using var scope = NewDisposeScope();
+        // The unit vectors u_i = x_i / |x_i| are never stored: each use scales x_i instead, so memory is u and T only.
         double alpha = 1.0 / models.Count;
         var norms = models.Select(Norm).ToList();
         var valid = Enumerable.Range(0, models.Count).Where(i => norms[i] > tol).ToList();
         if (valid.Count == 0) return zeros_like(models[0]).MoveToOuterDisposeScope();
-        var units = valid.Select(i => models[i] / norms[i]).ToList();
         double a = 1.0 / valid.Count;                                  // the weights renormalised over the valid ones
-        var u = units.Aggregate((Tensor?)null, (s, v) => s is null ? v * a : s.add_(v * a))!;
+        var u = zeros_like(models[0]);
+        foreach (var i in valid) u.add_(models[i], alpha: a / norms[i]);
         double uNorm = Norm(u);
-        u = uNorm < tol ? units[0].clone() : u.div_(uNorm);
+        if (uNorm < tol) u.copy_(models[valid[0]]).div_(norms[valid[0]]);
+        else u.div_(uNorm);
+        var T = zeros_like(u);
         for (int step = 0; step < maxIter; step++)
         {
-            var T = zeros_like(u);
-            foreach (var ui in units)
+            T.zero_();
+            foreach (var i in valid)
             {
-                double dot = Math.Clamp(Dot(u, ui), -1, 1), theta = Math.Acos(dot);
+                double dot = Math.Clamp(Dot(u, models[i]) / norms[i], -1, 1), theta = Math.Acos(dot);
                 if (theta < tol) continue;
-                T.add_((ui - u * dot).mul_(a * theta / Math.Sin(theta)));
+                double c = a * theta / Math.Sin(theta);                // T += c (u_i - cos(theta) u)
+                T.add_(models[i], alpha: c / norms[i]).add_(u, alpha: -c * dot);
             }
             double tNorm = Norm(T);
             if (tNorm < tol) break;
-            u = u * Math.Cos(tNorm) + T * (Math.Sin(tNorm) / tNorm);
+            u.mul_(Math.Cos(tNorm)).add_(T, alpha: Math.Sin(tNorm) / tNorm);
             double n = Norm(u);
             if (n > tol) u.div_(n);
         }
         return u.mul_(alpha * norms.Sum()).MoveToOuterDisposeScope();
     }
-
-    static double Dot(Tensor a, Tensor b) => (a * b).sum(type: ScalarType.Float64).item<double>();
 }

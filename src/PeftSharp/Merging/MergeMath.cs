@@ -88,15 +88,25 @@ public static partial class MergeMath
         if (density <= 0) return zeros_like(t);
         if (density - epsilon <= 0 || density + epsilon >= 1)
             throw new ArgumentOutOfRangeException(nameof(epsilon), epsilon, $"density {density} +/- epsilon must stay inside (0, 1)");
-        using var scope = NewDisposeScope();
+        using var scope = NewDisposeScope();    // temporaries are disposed as soon as used: these are whole-tensor sized
         var rows = t.dim() < 2 ? t.unsqueeze(0) : t;
         long n = rows.shape[1];
-        // rank of each value within its row, 0 for the smallest magnitude (argsort of argsort; stable, so ties keep memory order)
-        var ranks = rows.abs().sort(dim: 1, stable: true).Indices.sort(dim: 1, stable: true).Indices.to(ScalarType.Float32);
-        var spread = n > 1 ? ranks.div_(n - 1) : ranks.fill_(0.5);
-        var probabilities = spread.mul_(2 * epsilon).add_(density - epsilon);
-        var mask = bernoulli(probabilities, generator).to(t.dtype);
-        return (rows * mask).view(t.shape).MoveToOuterDisposeScope();
+        // rank of each value within its row, 0 for the smallest magnitude (a stable sort, so ties keep memory order)
+        Tensor order;
+        using (var magnitude = rows.abs())
+        {
+            var (sorted, indices) = magnitude.sort(dim: 1, stable: true);
+            sorted.Dispose();
+            order = indices;
+        }
+        using var positions = arange(n, ScalarType.Float32).expand(rows.shape);
+        using var probabilities = empty(rows.shape, ScalarType.Float32).scatter_(1, order, positions);
+        order.Dispose();
+        if (n > 1) probabilities.div_(n - 1);
+        else probabilities.fill_(0.5);
+        probabilities.mul_(2 * epsilon).add_(density - epsilon);
+        using var mask = bernoulli(probabilities, generator);
+        return (rows * mask).to(t.dtype).view(t.shape).MoveToOuterDisposeScope();
     }
 
     /// <summary>

@@ -21,6 +21,8 @@ public enum MergeKind
     MultiSlerp,
     /// <summary>Karcher mean: the Riemannian mean of the models' directions, scaled by their mean norm.</summary>
     Karcher,
+    /// <summary>PCB-Merging: task vectors weighted by balanced intra- and inter-model competition scores.</summary>
+    Pcb,
 }
 
 /// <summary>How task vectors are sparsified before they are combined.</summary>
@@ -77,6 +79,7 @@ public static class MergeMethods
         new("nuslerp", MergeKind.NuSlerp, [new("nuslerp_row_wise", false), new("nuslerp_flatten", true)], [Weight], NeedsBase: false),
         new("multislerp", MergeKind.MultiSlerp, [new("normalize_weights", true), new("eps", 1e-8)], [Weight], NeedsBase: false),
         new("karcher", MergeKind.Karcher, [new("max_iter", 10.0), new("tol", 1e-5)], [], NeedsBase: false),
+        new("pcb", MergeKind.Pcb, [new("pcb_ratio", 0.1)], [Weight]),   // not in mergekit: the authors' PCB_merge
     ];
 
     /// <summary>

@@ -35,7 +35,7 @@ internal static class MergeValidation
         };
         if (others < least || others > most)
             throw new MergeException($"merge_method '{name}' needs {what}; got {others}");
-        if (method.Kind != MergeKind.TaskVectors && inputs.Models.Any(m => m.Entry.SourceBase is not null))
+        if (method.Kind is not (MergeKind.TaskVectors or MergeKind.Pcb) && inputs.Models.Any(m => m.Entry.SourceBase is not null))
             throw new MergeException($"source_base (fine-tuning transfer) works with task-vector methods, not '{name}'");
     }
 

@@ -20,7 +20,7 @@ internal sealed class TensorMerger(MergeMethod method, MergeInputs inputs, Merge
         using var scope = NewDisposeScope();
         double d = depth.Of(name);
         var baseWeight = inputs.Base?.Load(name).to(compute);
-        var merged = method.Kind == MergeKind.TaskVectors
+        var merged = method.Kind is MergeKind.TaskVectors or MergeKind.Pcb
             ? TaskVectorDelta(name, d, baseWeight!, compute).add_(baseWeight!)
             : WithLines(name, baseWeight, WholeWeights(name, d, baseWeight, compute));
         return merged.MoveToOuterDisposeScope();
@@ -32,7 +32,7 @@ internal sealed class TensorMerger(MergeMethod method, MergeInputs inputs, Merge
         using var scope = NewDisposeScope();
         double d = depth.Of(name);
         var baseWeight = inputs.Base!.Load(name).to(compute);
-        var delta = method.Kind == MergeKind.TaskVectors
+        var delta = method.Kind is MergeKind.TaskVectors or MergeKind.Pcb
             ? TaskVectorDelta(name, d, baseWeight, compute)
             : WithLines(name, baseWeight, WholeWeights(name, d, baseWeight, compute)) - baseWeight;
         return delta.MoveToOuterDisposeScope();
@@ -53,7 +53,7 @@ internal sealed class TensorMerger(MergeMethod method, MergeInputs inputs, Merge
                 Generator? g = null;
                 if (method.Sparsify is Sparsification.Random or Sparsification.Della)
                     generators.Add(g = new Generator(Seed(name, m.Index), device: null));
-                double density = parameters.Number("density", m.Entry, name, d);
+                double density = method.Kind == MergeKind.TaskVectors ? parameters.Number("density", m.Entry, name, d) : 1;
                 double epsilon = method.Sparsify == Sparsification.Della ? parameters.Number("epsilon", m.Entry, name, d) : 0;
                 if (method.Sparsify == Sparsification.Della && density is > 0 and < 1 && (density - epsilon <= 0 || density + epsilon >= 1))
                     throw new MergeException($"{method.Name}, model '{m.Entry.Model}', tensor '{name}': density {density} +/- epsilon {epsilon} " +
@@ -63,14 +63,12 @@ internal sealed class TensorMerger(MergeMethod method, MergeInputs inputs, Merge
                     method.Sparsify == Sparsification.Breadcrumbs ? parameters.Number("gamma", m.Entry, name, d) : 0,
                     g, epsilon);
             }).ToList();
-            var options = new TaskVectorOptions(
-                parameters.Flag("normalize", name, d),
-                parameters.Flag("rescale", name, d),
-                method.Consensus ? parameters.SignMethod(name, d) : SignMethod.Total,
-                method.Consensus ? parameters.Convention(name, d) : TiesConvention.Mergekit);
-            var mixed = TaskVectorMerge.Mix(method, tvs, options);
-            double lambda = parameters.Number("lambda", null, name, d);
-            if (lambda != 1) mixed.mul_(lambda);
+            Tensor mixed;
+            if (method.Kind == MergeKind.Pcb)
+                mixed = MergeMath.Pcb(tvs.Select(t => t.TaskVector).ToList(), tvs.Select(t => t.Weight).ToList(),
+                    parameters.Number("pcb_ratio", null, name, d));
+            else
+                mixed = Mix(name, d, tvs);
             if (lines is not null) mixed.mul_(MergeMath.LinesFactor(depth.LinesOf(name), lines.Alpha, lines.Beta));
             return mixed.MoveToOuterDisposeScope();
         }
@@ -78,6 +76,19 @@ internal sealed class TensorMerger(MergeMethod method, MergeInputs inputs, Merge
         {
             foreach (var g in generators) g.Dispose();
         }
+    }
+
+    // mergekit's generalized task arithmetic, lambda included
+    Tensor Mix(string name, double d, List<TaskVectorInput> tvs)
+    {
+        var options = new TaskVectorOptions(
+            parameters.Flag("normalize", name, d),
+            parameters.Flag("rescale", name, d),
+            method.Consensus ? parameters.SignMethod(name, d) : SignMethod.Total,
+            method.Consensus ? parameters.Convention(name, d) : TiesConvention.Mergekit);
+        var mixed = TaskVectorMerge.Mix(method, tvs, options);
+        double lambda = parameters.Number("lambda", null, name, d);
+        return lambda == 1 ? mixed : mixed.mul_(lambda);
     }
 
     Tensor WholeWeights(string name, double d, Tensor? baseWeight, ScalarType compute)

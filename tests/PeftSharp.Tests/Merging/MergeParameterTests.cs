@@ -26,6 +26,7 @@ public class MergeParameterTests
     [InlineData("nuslerp", "nuslerp_row_wise, nuslerp_flatten", "weight")]
     [InlineData("multislerp", "normalize_weights, eps", "weight")]
     [InlineData("karcher", "max_iter, tol", "")]
+    [InlineData("pcb", "pcb_ratio", "weight")]
     public void Each_method_declares_mergekits_parameters(string name, string global, string perModel)
     {
         var m = MergeMethods.Get(name);

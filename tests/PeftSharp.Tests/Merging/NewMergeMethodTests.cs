@@ -124,6 +124,7 @@ public class NewMergeMethodTests
     [InlineData("karcher", "parameters: {max_iter: 5}", "[a, b]")]
     [InlineData("karcher_nobase", "", "[a, b, c]")]
     [InlineData("della", "parameters: {weight: 0.5, density: 0.6, epsilon: 0.2}", "[a, b]")]
+    [InlineData("pcb", "parameters: {pcb_ratio: 0.3}\nmodels:\n  - {model: a, parameters: {weight: 1.2}}\n  - {model: b, parameters: {weight: 0.7}}", "")]
     public void New_methods_run_through_yaml_as_their_functions(string method, string parameters, string models)
     {
         foreach (var (m, seed) in new[] { ("base", 1), ("a", 2), ("b", 3), ("c", 4) }) TinyModels.Write(dir, m, seed);
@@ -145,6 +146,7 @@ public class NewMergeMethodTests
                 "nearswap" => MergeMath.NearSwap(0.3, b, a),
                 "nuslerp" => MergeMath.NuSlerp(withBase ? b : null, [a, bb], [0.2, 0.6], rowWise: !withBase, flatten: false),
                 "multislerp" => MergeMath.MultiSlerp([a, bb, c], withBase ? [0.2 + 0.8 * d, 0.2 + 0.8 * d, 0.2 + 0.8 * d] : [0.5, 0.5, 0.5], withBase ? b : null),
+                "pcb" => b + MergeMath.Pcb([a - b, bb - b], [1.2, 0.7], 0.3),
                 "karcher" => withBase ? MergeMath.Karcher([b, a, bb], maxIter: 5) : MergeMath.Karcher([a, bb, c]),
                 _ => null,
             };
