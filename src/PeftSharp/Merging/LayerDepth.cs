@@ -50,6 +50,17 @@ public sealed partial class LayerDepth
 
     double OfLayer(int index) => layers > 1 ? Math.Clamp(index / (double)(layers - 1), 0, 1) : 1;
 
+    /// <summary>The name with its block index replaced: <c>model.layers.3.mlp</c> -> <c>model.layers.7.mlp</c>.</summary>
+    public static string WithLayerIndex(string tensorName, int index)
+    {
+        var g = LayerPattern().Match(tensorName).Groups[1];
+        if (!g.Success) throw new ArgumentException($"'{tensorName}' is not inside a layer", nameof(tensorName));
+        return string.Concat(tensorName.AsSpan(0, g.Index), index.ToString(System.Globalization.CultureInfo.InvariantCulture), tensorName.AsSpan(g.Index + g.Length));
+    }
+
+    /// <summary>Weights before the layers (embeddings), as opposed to those after them (final norm, head).</summary>
+    public static bool IsEmbedding(string tensorName) => EmbeddingPattern().IsMatch(tensorName);
+
     [GeneratedRegex(@"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)\.")]
     private static partial Regex LayerPattern();
 

@@ -12,36 +12,48 @@ public static partial class MergeMath
     /// disagrees with the sign of <c>sum_i tau_i</c>, and return
     /// <c>base + sum_i c_i m_i tau_i / max(sum_i c_i m_i, 1e-6)</c>.
     /// </summary>
-    public static Tensor Sce(Tensor baseWeight, IReadOnlyList<Tensor> models, double selectTopK)
+    public static Tensor Sce(Tensor baseWeight, IReadOnlyList<Tensor> models, double selectTopK) =>
+        Sce(baseWeight, models.Count, i => models[i].alias(), selectTopK);
+
+    /// <summary>
+    /// <see cref="Sce(Tensor, IReadOnlyList{Tensor}, double)"/> with the models loaded one at a time by
+    /// <paramref name="load"/> (each result is disposed once copied), so that only their task vectors are held.
+    /// </summary>
+    public static Tensor Sce(Tensor baseWeight, int count, Func<int, Tensor> load, double selectTopK)
     {
-        if (models.Count == 0) return baseWeight.clone();
+        if (count == 0) return baseWeight.clone();
         using var scope = NewDisposeScope();     // whole-sized temporaries are freed as soon as used
-        int n = models.Count;
-        var tvs = empty([n, .. baseWeight.shape], baseWeight.dtype);                    // [n, ...]
-        for (int i = 0; i < n; i++) tvs[i].copy_(models[i]).sub_(baseWeight);
+        var tvs = empty([count, .. baseWeight.shape], baseWeight.dtype);                // [n, ...]
+        for (int i = 0; i < count; i++)
+            using (var model = load(i)) tvs[i].copy_(model).sub_(baseWeight);
         if (selectTopK < 1)
             using (var selected = SceSelect(tvs, selectTopK)) tvs.mul_(selected);
-        Tensor erased;
-        using (var sign = ElectSign(tvs, SignMethod.Total))
-        using (var agree = SignAgreement(tvs, sign))
-            erased = agree.to(tvs.dtype);
-        var energy = new double[n];
-        for (int i = 0; i < n; i++) energy[i] = Dot(tvs[i], tvs[i]) / tvs[i].numel();
+        var energy = new double[count];
+        for (int i = 0; i < count; i++) energy[i] = FlatDot(tvs[i], tvs[i]) / tvs[i].numel();
         double total = energy.Sum();
-        for (int i = 0; i < n; i++) erased[i].mul_(Math.Abs(total) < 1e-6 ? 1.0 / n : energy[i] / total);
-        var divisor = erased.sum(dim: 0).clamp_min_(1e-6);
-        var merged = tvs.mul_(erased).sum(dim: 0).div_(divisor);
-        erased.Dispose();
+        // per model: the values that agree with the elected sign, weighted by the model's coefficient
+        using var elected = ElectSign(tvs, SignMethod.Total);
+        var merged = zeros_like(baseWeight);
+        var divisor = zeros_like(baseWeight);
+        for (int i = 0; i < count; i++)
+        {
+            double c = Math.Abs(total) < 1e-6 ? 1.0 / count : energy[i] / total;
+            using var tv = tvs[i];
+            using var sign = tv.sign();
+            using var agree = sign.eq_(elected);                                         // 1 where it agrees, else 0
+            merged.add_(tv.mul_(agree), alpha: c);
+            divisor.add_(agree, alpha: c);
+        }
         tvs.Dispose();
-        return merged.add_(baseWeight).MoveToOuterDisposeScope();
+        return merged.div_(divisor.clamp_min_(1e-6)).add_(baseWeight).MoveToOuterDisposeScope();
     }
 
-    /// <summary>SCE's select: a 0/1 mask [...] of the <c>int(fraction * count_nonzero(var))</c> highest-variance entries.</summary>
+    /// <summary>SCE's select: a bool mask [...] of the <c>int(fraction * count_nonzero(var))</c> highest-variance entries.</summary>
     static Tensor SceSelect(Tensor tvs, double fraction)
     {
-        var variance = tvs.var(0, unbiased: false).reshape(-1);
-        if (fraction <= 0) return zeros(tvs.shape.Skip(1).ToArray(), tvs.dtype);
+        if (fraction <= 0) return zeros(tvs.shape.Skip(1).ToArray(), ScalarType.Bool);
+        using var variance = tvs.var(0, unbiased: false).reshape(-1);                     // >= 0, so no abs
         long k = (long)(variance.count_nonzero().item<long>() * fraction);
-        return LargestMask(variance.abs(), k).to(tvs.dtype).view(tvs.shape.Skip(1).ToArray());
+        return LargestMask(variance, k).view(tvs.shape.Skip(1).ToArray());
     }
 }

@@ -64,10 +64,10 @@ public static partial class MergeMath
         for (int i = 0; i < models.Count; i++)
         {
             using var x = Point(i);
-            norms[i] = Math.Sqrt(Dot(x, x));
+            norms[i] = Math.Sqrt(FlatDot(x, x));
             mean.add_(x, alpha: w[i] / (norms[i] + eps));
         }
-        double meanNorm = Math.Sqrt(Dot(mean, mean));
+        double meanNorm = Math.Sqrt(FlatDot(mean, mean));
         Tensor result;
         if (meanNorm < eps)
         {
@@ -87,9 +87,9 @@ public static partial class MergeMath
             {
                 using var x = Point(i);
                 double scale = 1 / (norms[i] + eps);
-                g.add_(x, alpha: w[i] * scale).add_(mean, alpha: -w[i] * scale * Dot(x, mean));
+                g.add_(x, alpha: w[i] * scale).add_(mean, alpha: -w[i] * scale * FlatDot(x, mean));
             }
-            double gNorm = Math.Sqrt(Dot(g, g)) + eps, avgNorm = norms.Select((n, i) => n * w[i]).Sum();
+            double gNorm = Math.Sqrt(FlatDot(g, g)) + eps, avgNorm = norms.Select((n, i) => n * w[i]).Sum();
             result = mean.mul_(Math.Cos(gNorm)).add_(g, alpha: Math.Sin(gNorm) / gNorm).mul_(avgNorm);
         }
         if (baseWeight is not null) result.add_(baseWeight);
@@ -110,13 +110,13 @@ public static partial class MergeMath
         using var scope = NewDisposeScope();
         // The unit vectors u_i = x_i / |x_i| are never stored: each use scales x_i instead, so memory is u and T only.
         double alpha = 1.0 / models.Count;
-        var norms = models.Select(Norm).ToList();
+        var norms = models.Select(m => Math.Sqrt(FlatDot(m, m))).ToList();
         var valid = Enumerable.Range(0, models.Count).Where(i => norms[i] > tol).ToList();
         if (valid.Count == 0) return zeros_like(models[0]).MoveToOuterDisposeScope();
         double a = 1.0 / valid.Count;                                  // the weights renormalised over the valid ones
         var u = zeros_like(models[0]);
         foreach (var i in valid) u.add_(models[i], alpha: a / norms[i]);
-        double uNorm = Norm(u);
+        double uNorm = Math.Sqrt(FlatDot(u, u));
         if (uNorm < tol) u.copy_(models[valid[0]]).div_(norms[valid[0]]);
         else u.div_(uNorm);
         var T = zeros_like(u);
@@ -125,17 +125,25 @@ public static partial class MergeMath
             T.zero_();
             foreach (var i in valid)
             {
-                double dot = Math.Clamp(Dot(u, models[i]) / norms[i], -1, 1), theta = Math.Acos(dot);
+                double dot = Math.Clamp(FlatDot(u, models[i]) / norms[i], -1, 1), theta = Math.Acos(dot);
                 if (theta < tol) continue;
                 double c = a * theta / Math.Sin(theta);                // T += c (u_i - cos(theta) u)
                 T.add_(models[i], alpha: c / norms[i]).add_(u, alpha: -c * dot);
             }
-            double tNorm = Norm(T);
+            double tNorm = Math.Sqrt(FlatDot(T, T));
             if (tNorm < tol) break;
             u.mul_(Math.Cos(tNorm)).add_(T, alpha: Math.Sin(tNorm) / tNorm);
-            double n = Norm(u);
+            double n = Math.Sqrt(FlatDot(u, u));
             if (n > tol) u.div_(n);
         }
         return u.mul_(alpha * norms.Sum()).MoveToOuterDisposeScope();
+    }
+
+    // A dot product over all values without a whole-tensor temporary (BLAS dot in the tensors' dtype, as mergekit's
+    // torch.dot), for methods that must hold every model at once.
+    static double FlatDot(Tensor a, Tensor b)
+    {
+        using var dot = a.reshape(-1).dot(b.reshape(-1));
+        return dot.to(ScalarType.Float64).item<double>();
     }
 }

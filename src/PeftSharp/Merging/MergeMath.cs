@@ -88,25 +88,24 @@ public static partial class MergeMath
         if (density <= 0) return zeros_like(t);
         if (density - epsilon <= 0 || density + epsilon >= 1)
             throw new ArgumentOutOfRangeException(nameof(epsilon), epsilon, $"density {density} +/- epsilon must stay inside (0, 1)");
-        using var scope = NewDisposeScope();    // temporaries are disposed as soon as used: these are whole-tensor sized
         var rows = t.dim() < 2 ? t.unsqueeze(0) : t;
-        long n = rows.shape[1];
-        // rank of each value within its row, 0 for the smallest magnitude (a stable sort, so ties keep memory order)
-        Tensor order;
-        using (var magnitude = rows.abs())
+        long n = rows.shape[1], chunk = Math.Max(1, (1L << 20) / n);
+        var result = empty_like(rows);
+        // Rows are independent: a block of rows at a time bounds the rank temporaries (int64 indices) to a few MB.
+        for (long start = 0; start < rows.shape[0]; start += chunk)
         {
-            var (sorted, indices) = magnitude.sort(dim: 1, stable: true);
-            sorted.Dispose();
-            order = indices;
+            using var scope = NewDisposeScope();
+            var block = rows.narrow(0, start, Math.Min(chunk, rows.shape[0] - start));
+            // rank of each value within its row, 0 for the smallest magnitude (a stable sort: ties keep memory order)
+            var order = block.abs().sort(dim: 1, stable: true).Indices;
+            var positions = arange(n, ScalarType.Float32).expand(block.shape);
+            var probabilities = empty(block.shape, ScalarType.Float32).scatter_(1, order, positions);
+            if (n > 1) probabilities.div_(n - 1);
+            else probabilities.fill_(0.5);
+            probabilities.mul_(2 * epsilon).add_(density - epsilon);
+            result.narrow(0, start, block.shape[0]).copy_(block * bernoulli(probabilities, generator));
         }
-        using var positions = arange(n, ScalarType.Float32).expand(rows.shape);
-        using var probabilities = empty(rows.shape, ScalarType.Float32).scatter_(1, order, positions);
-        order.Dispose();
-        if (n > 1) probabilities.div_(n - 1);
-        else probabilities.fill_(0.5);
-        probabilities.mul_(2 * epsilon).add_(density - epsilon);
-        using var mask = bernoulli(probabilities, generator);
-        return (rows * mask).to(t.dtype).view(t.shape).MoveToOuterDisposeScope();
+        return result.view(t.shape);
     }
 
     /// <summary>

@@ -23,6 +23,8 @@ public enum MergeKind
     Karcher,
     /// <summary>PCB-Merging: task vectors weighted by balanced intra- and inter-model competition scores.</summary>
     Pcb,
+    /// <summary>One model's tensors as they are (optionally scaled): with <c>slices:</c>, layer stacking.</summary>
+    Passthrough,
 }
 
 /// <summary>How task vectors are sparsified before they are combined.</summary>
@@ -80,6 +82,7 @@ public static class MergeMethods
         new("multislerp", MergeKind.MultiSlerp, [new("normalize_weights", true), new("eps", 1e-8)], [Weight], NeedsBase: false),
         new("karcher", MergeKind.Karcher, [new("max_iter", 10.0), new("tol", 1e-5)], [], NeedsBase: false),
         new("pcb", MergeKind.Pcb, [new("pcb_ratio", 0.1)], [Weight]),   // not in mergekit: the authors' PCB_merge
+        new("passthrough", MergeKind.Passthrough, [], [new("scale")], NeedsBase: false),
     ];
 
     /// <summary>

@@ -24,13 +24,15 @@ internal static class MergeValidation
         if (config.AdapterOutput is not null && inputs.Base is null) throw new MergeException("adapter_output needs base_model: the adapter is for it");
         if (config.TokenizerSource is "union")
             throw new MergeException("tokenizer_source 'union' (merging vocabularies) is not supported; use 'base' or a model folder");
+        if (method.Kind == MergeKind.Passthrough && inputs.Models.Count != 1)
+            throw new MergeException($"passthrough copies exactly one model (or stacks layer ranges with 'slices:'); got {inputs.Models.Count}");
         int others = inputs.NonBase.Count();
         var (least, most, what) = method.Kind switch
         {
             MergeKind.Slerp or MergeKind.NearSwap => (1, 1, "exactly one model besides base_model"),
             MergeKind.NuSlerp => (2, 2, "exactly two models besides base_model (which is optional)"),
             MergeKind.ModelStock => (2, int.MaxValue, "at least two models besides base_model"),
-            MergeKind.Linear or MergeKind.Karcher => (0, int.MaxValue, ""),
+            MergeKind.Linear or MergeKind.Karcher or MergeKind.Passthrough => (0, int.MaxValue, ""),
             _ => (1, int.MaxValue, "at least one model besides base_model"),
         };
         if (others < least || others > most)

@@ -98,5 +98,13 @@ public static class TaskVectorMerge
         };
     }
 
-    static Tensor RescaledIf(bool rescale, Tensor original, Tensor pruned) => rescale ? MergeMath.RescaleL1(original, pruned) : pruned;
+    // In place: the pruned tensor is ours, and a copy would be one more whole tensor per model.
+    static Tensor RescaledIf(bool rescale, Tensor original, Tensor pruned)
+    {
+        if (!rescale) return pruned;
+        using var before = original.abs().sum(type: ScalarType.Float64);
+        using var after = pruned.abs().sum(type: ScalarType.Float64);
+        double b = before.item<double>(), a = after.item<double>();
+        return b >= 1e-8 && a >= 1e-8 ? pruned.mul_(b / a) : pruned;
+    }
 }

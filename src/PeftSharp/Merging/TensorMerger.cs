@@ -99,6 +99,11 @@ internal sealed class TensorMerger(MergeMethod method, MergeInputs inputs, Merge
         {
             case MergeKind.Linear:
                 return Linear(name, d, compute);
+            case MergeKind.Passthrough:
+                var only = inputs.Models.Single();
+                var scale = parameters.NumberOrNull("scale", only.Entry, name, d);
+                var copy = only.Source.Load(name).to(compute);
+                return scale is double s ? copy.mul_(s) : copy;
             case MergeKind.Slerp:
                 if (others.Count == 0) return baseWeight!.alias();
                 return MergeMath.Slerp(parameters.Number("t", null, name, d), baseWeight!, Load(others)[0]);
@@ -107,7 +112,7 @@ internal sealed class TensorMerger(MergeMethod method, MergeInputs inputs, Merge
                 return MergeMath.ModelStock(baseWeight!, Load(others), parameters.Flag("filter_wise", name, d));
             case MergeKind.Sce:
                 if (others.Count == 0) return baseWeight!.alias();
-                return MergeMath.Sce(baseWeight!, Load(others), parameters.Number("select_topk", null, name, d));
+                return MergeMath.Sce(baseWeight!, others.Count, i => others[i].Source.Load(name).to(compute), parameters.Number("select_topk", null, name, d));
             case MergeKind.NearSwap:
                 if (others.Count == 0) return baseWeight!.alias();
                 return MergeMath.NearSwap(parameters.Number("t", null, name, d), baseWeight!, Load(others)[0]);

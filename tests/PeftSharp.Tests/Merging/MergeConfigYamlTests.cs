@@ -83,7 +83,7 @@ public class MergeConfigYamlTests
     }
 
     [Theory]
-    [InlineData("merge_method: ties\nmodels: [a]\nslices: []", "'slices' is not supported")]
+    [InlineData("merge_method: ties\nmodels: [a]\nmodules: {}", "'modules' is not supported")]
     [InlineData("merge_method: ties\nmodels: [a]\nbase_modle: b", "unknown key 'base_modle'")]
     [InlineData("merge_method: ties", "'models:' must list")]
     [InlineData("models: [a]", "'merge_method' is required")]
