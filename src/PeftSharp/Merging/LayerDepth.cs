@@ -5,8 +5,9 @@ namespace PeftSharp.Merging;
 
 /// <summary>
 /// Relative depth of a tensor in [0, 1], the <c>t</c> at which mergekit evaluates gradients: layer i of L is at
-/// <c>i / (L - 1)</c> (1 when L = 1); weights before the layers (embeddings) are at 0, those after them (final norm,
-/// lm_head) at 1. LiNeS uses the same depth.
+/// <c>i / (L - 1)</c> (1 when L = 1); weights outside the layers, embeddings as well as the final norm and lm_head,
+/// at 0 (mergekit plans them with t = 0 since its PR #534; before it, those after the layers were at 1).
+/// LiNeS scales by <see cref="LinesOf"/>, which keeps the weights after the layers at 1.
 /// </summary>
 public sealed partial class LayerDepth
 {
@@ -37,12 +38,28 @@ public sealed partial class LayerDepth
         return m.Success ? int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) : null;
     }
 
-    public double Of(string tensorName)
+    /// <summary>The t at which gradients (lists of values) are read for this tensor.</summary>
+    public double Of(string tensorName) => LayerIndex(tensorName) is int index ? OfLayer(index) : 0;
+
+    /// <summary>
+    /// The depth LiNeS scales by: as <see cref="Of"/> within the layers, 0 for the embeddings, 1 for what follows the
+    /// layers (final norm, head), which LiNeS treats as the deepest part of the network.
+    /// </summary>
+    public double LinesOf(string tensorName) =>
+        LayerIndex(tensorName) is int index ? OfLayer(index) : EmbeddingPattern().IsMatch(tensorName) ? 0 : 1;
+
+    double OfLayer(int index) => layers > 1 ? Math.Clamp(index / (double)(layers - 1), 0, 1) : 1;
+
+    /// <summary>The name with its block index replaced: <c>model.layers.3.mlp</c> -> <c>model.layers.7.mlp</c>.</summary>
+    public static string WithLayerIndex(string tensorName, int index)
     {
-        var i = LayerIndex(tensorName);
-        if (i is int index) return layers > 1 ? Math.Clamp(index / (double)(layers - 1), 0, 1) : 1;
-        return EmbeddingPattern().IsMatch(tensorName) ? 0 : 1;
+        var g = LayerPattern().Match(tensorName).Groups[1];
+        if (!g.Success) throw new ArgumentException($"'{tensorName}' is not inside a layer", nameof(tensorName));
+        return string.Concat(tensorName.AsSpan(0, g.Index), index.ToString(System.Globalization.CultureInfo.InvariantCulture), tensorName.AsSpan(g.Index + g.Length));
     }
+
+    /// <summary>Weights before the layers (embeddings), as opposed to those after them (final norm, head).</summary>
+    public static bool IsEmbedding(string tensorName) => EmbeddingPattern().IsMatch(tensorName);
 
     [GeneratedRegex(@"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)\.")]
     private static partial Regex LayerPattern();

@@ -16,6 +16,9 @@ public sealed record MergeConfig
 
     public IReadOnlyList<MergeModel> Models { get; init; } = [];
 
+    /// <summary>Instead of <see cref="Models"/>: layer ranges stacked in order into a new model (passthrough).</summary>
+    public IReadOnlyList<MergeSlice>? Slices { get; init; }
+
     /// <summary>Global parameters: method options (normalize, t, ...) and defaults for per-model ones (weight, ...).</summary>
     public IReadOnlyDictionary<string, ParameterSetting> Parameters { get; init; } = new Dictionary<string, ParameterSetting>();
 
@@ -44,6 +47,12 @@ public sealed record MergeConfig
 /// Its task vector is then <c>Model - SourceBase</c>, added to the (different) base model.
 /// </param>
 public sealed record MergeModel(string Model, IReadOnlyDictionary<string, ParameterSetting>? Parameters = null, string? SourceBase = null);
+
+/// <summary>One entry of <c>slices:</c>: its source layers (passthrough takes exactly one) and parameters for them.</summary>
+public sealed record MergeSlice(IReadOnlyList<SliceSource> Sources, IReadOnlyDictionary<string, ParameterSetting>? Parameters = null);
+
+/// <summary>Layers <paramref name="Start"/> to <paramref name="End"/> (excluded) of <paramref name="Model"/>.</summary>
+public sealed record SliceSource(string Model, int Start, int End, IReadOnlyDictionary<string, ParameterSetting>? Parameters = null);
 
 /// <summary>LiNeS (https://arxiv.org/abs/2410.17146): a task vector at relative depth d is scaled by <c>alpha + beta * d</c>.</summary>
 public sealed record LinesConfig(double Alpha, double Beta);

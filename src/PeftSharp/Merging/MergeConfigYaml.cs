@@ -11,7 +11,7 @@ public sealed class MergeException(string message) : Exception(message);
 public static class MergeConfigYaml
 {
     static readonly string[] TopLevelKeys =
-        ["merge_method", "base_model", "models", "parameters", "dtype", "out_dtype", "tokenizer_source", "lines", "adapter_output"];
+        ["merge_method", "base_model", "models", "slices", "parameters", "dtype", "out_dtype", "tokenizer_source", "lines", "adapter_output"];
 
     public static MergeConfig Load(string path)
     {
@@ -30,19 +30,22 @@ public static class MergeConfigYaml
 
         foreach (var key in root.Children.Keys.Select(k => r.Text(k, "key")))
         {
-            if (key is "slices" or "modules" or "tokenizer" or "chat_template")
+            if (key is "modules" or "tokenizer" or "chat_template")
                 throw new MergeException($"{source}: '{key}' is not supported yet; describe the merge with 'models:' (whole models)");
             if (!TopLevelKeys.Contains(key))
                 throw new MergeException($"{source}: unknown key '{key}' (known: {string.Join(", ", TopLevelKeys)})");
         }
+        var slices = r.Get(root, "slices") is { } sl ? r.Slices(sl) : null;
         var models = r.Get(root, "models") is YamlSequenceNode seq
             ? seq.Children.Select((n, i) => r.Model(n, $"models[{i}]")).ToList()
-            : throw new MergeException($"{source}: 'models:' must list the models to merge");
+            : slices is not null ? new List<MergeModel>() : throw new MergeException($"{source}: 'models:' must list the models to merge (or 'slices:' the layers to stack)");
+        if (slices is not null && models.Count > 0) throw new MergeException($"{source}: give either 'models:' or 'slices:', not both");
         return new MergeConfig
         {
             MergeMethod = r.Text(r.Get(root, "merge_method") ?? throw new MergeException($"{source}: 'merge_method' is required"), "merge_method"),
             BaseModel = r.OptionalText(root, "base_model"),
             Models = models,
+            Slices = slices,
             Parameters = r.Parameters(r.Get(root, "parameters"), "parameters"),
             DType = r.OptionalText(root, "dtype"),
             OutDType = r.OptionalText(root, "out_dtype"),
@@ -139,6 +142,37 @@ public static class MergeConfigYaml
                 if (v is "false" or "False" or "FALSE") return ParameterSetting.Of(false);
             }
             return ParameterSetting.Of(v);
+        }
+
+        /// <summary>mergekit's <c>slices: [{sources: [{model, layer_range: [start, end], parameters}], parameters}]</c>.</summary>
+        public List<MergeSlice> Slices(YamlNode node)
+        {
+            if (node is not YamlSequenceNode list || list.Children.Count == 0) throw Error(node, "'slices' must list slices, each with sources");
+            return list.Children.Select((n, i) =>
+            {
+                var where = $"slices[{i}]";
+                if (n is not YamlMappingNode map) throw Error(n, $"{where} must be a mapping with 'sources:'");
+                foreach (var key in map.Children.Keys.Select(k => Text(k, "key")))
+                    if (key is not ("sources" or "parameters")) throw Error(map, $"{where}: unknown key '{key}' (known: sources, parameters)");
+                if (Get(map, "sources") is not YamlSequenceNode sources || sources.Children.Count == 0)
+                    throw Error(map, $"{where}: 'sources' must list {{model, layer_range}}");
+                return new MergeSlice(sources.Children.Select((s, j) => SliceSource(s, $"{where}.sources[{j}]")).ToList(),
+                    Parameters(Get(map, "parameters"), $"{where}.parameters"));
+            }).ToList();
+        }
+
+        SliceSource SliceSource(YamlNode node, string where)
+        {
+            if (node is not YamlMappingNode map) throw Error(node, $"{where} must be a mapping {{model, layer_range}}");
+            foreach (var key in map.Children.Keys.Select(k => Text(k, "key")))
+                if (key is not ("model" or "layer_range" or "parameters")) throw Error(map, $"{where}: unknown key '{key}' (known: model, layer_range, parameters)");
+            var model = Text(Get(map, "model") ?? throw Error(map, $"{where}: 'model' is required"), $"{where}.model");
+            if (Get(map, "layer_range") is not YamlSequenceNode { Children.Count: 2 } range)
+                throw Error(map, $"{where}: 'layer_range' must be [start, end] (end excluded)");
+            double start = Number(range.Children[0], $"{where}.layer_range"), end = Number(range.Children[1], $"{where}.layer_range");
+            if (start < 0 || end <= start || start != Math.Floor(start) || end != Math.Floor(end))
+                throw Error(range, $"{where}: 'layer_range' [{start}, {end}] must be whole numbers with 0 <= start < end");
+            return new SliceSource(model, (int)start, (int)end, Parameters(Get(map, "parameters"), $"{where}.parameters"));
         }
 
         public LinesConfig Lines(YamlNode node)

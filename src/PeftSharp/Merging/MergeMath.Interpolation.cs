@@ -54,6 +54,18 @@ public static partial class MergeMath
     }
 
     /// <summary>
+    /// NearSwap (mergekit; https://huggingface.co/alchemonaut/QuartetAnemoi-70B-t0.0001): per entry,
+    /// <c>w = clamp(t / max(|base - other|, 1e-6), 0, 1)</c> and <c>w other + (1 - w) base</c>: where the models are
+    /// within t of each other the other model's value is taken, and the further apart they are the more of the base stays.
+    /// </summary>
+    public static Tensor NearSwap(double t, Tensor baseWeight, Tensor other)
+    {
+        using var scope = NewDisposeScope();
+        var w = (other - baseWeight).abs_().clamp_min_(1e-6).reciprocal_().mul_(t).clamp_(0, 1);
+        return (baseWeight + w * (other - baseWeight)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
     /// LiNeS (https://arxiv.org/abs/2410.17146): the factor by which the task vector of a layer at relative depth
     /// <paramref name="depth"/> in [0, 1] is scaled, <c>alpha + beta * depth</c>: shallow layers keep little of the
     /// fine-tuning (less forgetting), deep layers keep more.
@@ -64,5 +76,13 @@ public static partial class MergeMath
     public static Tensor LinesScale(Tensor taskVector, double depth, double alpha, double beta) =>
         taskVector * LinesFactor(depth, alpha, beta);
 
-    static double Norm(Tensor v) => Math.Sqrt((v * v).sum(type: ScalarType.Float64).item<double>());
+    static double Norm(Tensor v) => Math.Sqrt(Dot(v, v));
+
+    // In float64, freeing the whole-tensor product at once (not at the end of the caller's scope).
+    static double Dot(Tensor a, Tensor b)
+    {
+        using var product = a * b;
+        using var sum = product.sum(type: ScalarType.Float64);
+        return sum.item<double>();
+    }
 }

@@ -74,6 +74,41 @@ public static partial class MergeMath
     }
 
     /// <summary>
+    /// DELLA's MagPrune (https://arxiv.org/abs/2406.11617) as mergekit computes it: within each row (a vector is one
+    /// row), the value of ascending-magnitude rank r of n is kept with probability
+    /// <c>p_r = density - epsilon + 2 epsilon (r - 1) / (n - 1)</c>, so larger values are likelier to survive and the
+    /// mean keep rate is <paramref name="density"/>. No rescaling here (mergekit's della rescales the L1 norm, see
+    /// <see cref="RescaleL1"/>). A row of one value is kept with probability density (mergekit: 0/0).
+    /// Ties in magnitude rank in memory order.
+    /// </summary>
+    public static Tensor DellaPrune(Tensor t, double density, double epsilon, Generator? generator = null)
+    {
+        CheckDensity(density);
+        if (density >= 1) return t.clone();
+        if (density <= 0) return zeros_like(t);
+        if (density - epsilon <= 0 || density + epsilon >= 1)
+            throw new ArgumentOutOfRangeException(nameof(epsilon), epsilon, $"density {density} +/- epsilon must stay inside (0, 1)");
+        var rows = t.dim() < 2 ? t.unsqueeze(0) : t;
+        long n = rows.shape[1], chunk = Math.Max(1, (1L << 20) / n);
+        var result = empty_like(rows);
+        // Rows are independent: a block of rows at a time bounds the rank temporaries (int64 indices) to a few MB.
+        for (long start = 0; start < rows.shape[0]; start += chunk)
+        {
+            using var scope = NewDisposeScope();
+            var block = rows.narrow(0, start, Math.Min(chunk, rows.shape[0] - start));
+            // rank of each value within its row, 0 for the smallest magnitude (a stable sort: ties keep memory order)
+            var order = block.abs().sort(dim: 1, stable: true).Indices;
+            var positions = arange(n, ScalarType.Float32).expand(block.shape);
+            var probabilities = empty(block.shape, ScalarType.Float32).scatter_(1, order, positions);
+            if (n > 1) probabilities.div_(n - 1);
+            else probabilities.fill_(0.5);
+            probabilities.mul_(2 * epsilon).add_(density - epsilon);
+            result.narrow(0, start, block.shape[0]).copy_(block * bernoulli(probabilities, generator));
+        }
+        return result.view(t.shape);
+    }
+
+    /// <summary>
     /// Scales a pruned tensor so its L1 norm matches the original's: mergekit's <c>rescale</c> for magnitude-based
     /// pruning (random pruning rescales by <c>1/density</c> instead). Left as is when either norm is ~0.
     /// </summary>

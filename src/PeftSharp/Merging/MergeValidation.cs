@@ -24,17 +24,20 @@ internal static class MergeValidation
         if (config.AdapterOutput is not null && inputs.Base is null) throw new MergeException("adapter_output needs base_model: the adapter is for it");
         if (config.TokenizerSource is "union")
             throw new MergeException("tokenizer_source 'union' (merging vocabularies) is not supported; use 'base' or a model folder");
+        if (method.Kind == MergeKind.Passthrough && inputs.Models.Count != 1)
+            throw new MergeException($"passthrough copies exactly one model (or stacks layer ranges with 'slices:'); got {inputs.Models.Count}");
         int others = inputs.NonBase.Count();
-        switch (method.Kind)
+        var (least, most, what) = method.Kind switch
         {
-            case MergeKind.TaskVectors when others == 0:
-                throw new MergeException($"merge_method '{name}' needs at least one model besides the base");
-            case MergeKind.Slerp when others != 1:
-                throw new MergeException($"slerp interpolates between base_model and exactly one other model; got {others} others");
-            case MergeKind.ModelStock when others < 2:
-                throw new MergeException($"model_stock needs at least two models besides the base; got {others}");
-        }
-        if (method.Kind != MergeKind.TaskVectors && inputs.Models.Any(m => m.Entry.SourceBase is not null))
+            MergeKind.Slerp or MergeKind.NearSwap => (1, 1, "exactly one model besides base_model"),
+            MergeKind.NuSlerp => (2, 2, "exactly two models besides base_model (which is optional)"),
+            MergeKind.ModelStock => (2, int.MaxValue, "at least two models besides base_model"),
+            MergeKind.Linear or MergeKind.Karcher or MergeKind.Passthrough => (0, int.MaxValue, ""),
+            _ => (1, int.MaxValue, "at least one model besides base_model"),
+        };
+        if (others < least || others > most)
+            throw new MergeException($"merge_method '{name}' needs {what}; got {others}");
+        if (method.Kind is not (MergeKind.TaskVectors or MergeKind.Pcb) && inputs.Models.Any(m => m.Entry.SourceBase is not null))
             throw new MergeException($"source_base (fine-tuning transfer) works with task-vector methods, not '{name}'");
     }
 

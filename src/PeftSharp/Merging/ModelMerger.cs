@@ -40,9 +40,10 @@ public static class ModelMerger
     public static MergeResult Run(MergeConfig config, string outputFolder, MergeOptions? options = null)
     {
         options ??= new MergeOptions();
+        if (config.Slices is not null) return LayerStack.Run(config, outputFolder, options);
         var method = MergeMethods.Get(config.MergeMethod);
-        var parameters = new MergeParameters(config);
-        parameters.CheckNames();
+        var parameters = new MergeParameters(config, method);
+        parameters.Check();
         using var inputs = MergeInputs.Open(config);
         var warnings = new List<string>();
         MergeValidation.Check(config, method, inputs, options, warnings);
@@ -133,7 +134,7 @@ public static class ModelMerger
         _ => throw new MergeException($"dtype '{name}' is not one of float32, float16, bfloat16, float64"),
     };
 
-    static string? DTypeName(ScalarType? t) => t switch
+    internal static string? DTypeName(ScalarType? t) => t switch
     {
         ScalarType.Float32 => "float32",
         ScalarType.Float16 => "float16",

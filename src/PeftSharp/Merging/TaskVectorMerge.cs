@@ -16,7 +16,7 @@ public enum TiesConvention
 
 /// <summary>The task vector of one model for one tensor, with that model's parameters for the tensor.</summary>
 public sealed record TaskVectorInput(Tensor TaskVector, double Weight, double Density = 1, double Gamma = 0.01,
-    Generator? Generator = null);
+    Generator? Generator = null, double Epsilon = 0.15);
 
 /// <summary>Method-wide options; defaults per method come from <see cref="MergeMethod"/>.</summary>
 public sealed record TaskVectorOptions(bool Normalize, bool Rescale, SignMethod SignMethod = SignMethod.Total,
@@ -93,9 +93,18 @@ public static class TaskVectorMerge
             Sparsification.Random => MergeMath.RandomPrune(tv, input.Density, rescale, input.Generator),
             Sparsification.Magnitude => RescaledIf(rescale, tv, MergeMath.MagnitudePrune(tv, input.Density)),
             Sparsification.Breadcrumbs => RescaledIf(rescale, tv, MergeMath.BreadcrumbsPrune(tv, input.Density, input.Gamma)),
+            Sparsification.Della => RescaledIf(rescale, tv, MergeMath.DellaPrune(tv, input.Density, input.Epsilon, input.Generator)),
             _ => throw new ArgumentOutOfRangeException(nameof(how), how, null),
         };
     }
 
-    static Tensor RescaledIf(bool rescale, Tensor original, Tensor pruned) => rescale ? MergeMath.RescaleL1(original, pruned) : pruned;
+    // In place: the pruned tensor is ours, and a copy would be one more whole tensor per model.
+    static Tensor RescaledIf(bool rescale, Tensor original, Tensor pruned)
+    {
+        if (!rescale) return pruned;
+        using var before = original.abs().sum(type: ScalarType.Float64);
+        using var after = pruned.abs().sum(type: ScalarType.Float64);
+        double b = before.item<double>(), a = after.item<double>();
+        return b >= 1e-8 && a >= 1e-8 ? pruned.mul_(b / a) : pruned;
+    }
 }

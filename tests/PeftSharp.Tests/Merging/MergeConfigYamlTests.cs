@@ -61,7 +61,7 @@ public class MergeConfigYamlTests
     }
 
     [Fact]
-    public void Depth_follows_mergekit_layers_then_embeddings_first_and_head_last()
+    public void Depth_follows_mergekit_layers_and_reads_everything_outside_them_at_zero()
     {
         var depth = new LayerDepth(5);
         Assert.Equal(0.0, depth.Of("model.layers.0.mlp.up_proj.weight"));
@@ -70,13 +70,20 @@ public class MergeConfigYamlTests
         Assert.Equal(0.75, depth.Of("transformer.h.3.attn.c_attn.weight"));
         Assert.Equal(0.0, depth.Of("model.embed_tokens.weight"));
         Assert.Equal(0.0, depth.Of("transformer.wte.weight"));
-        Assert.Equal(1.0, depth.Of("lm_head.weight"));
-        Assert.Equal(1.0, depth.Of("model.norm.weight"));
+        // mergekit plans the weights before and after the layers with t = 0 (since its PR #534; before, the head was at 1)
+        Assert.Equal(0.0, depth.Of("lm_head.weight"));
+        Assert.Equal(0.0, depth.Of("model.norm.weight"));
+        Assert.Equal(1.0, new LayerDepth(1).Of("model.layers.0.mlp.up_proj.weight"));
+        // LiNeS keeps the head and final norm as deep as the last layer, the embeddings as shallow as the first
+        Assert.Equal(1.0, depth.LinesOf("lm_head.weight"));
+        Assert.Equal(1.0, depth.LinesOf("model.norm.weight"));
+        Assert.Equal(0.0, depth.LinesOf("model.embed_tokens.weight"));
+        Assert.Equal(0.5, depth.LinesOf("model.layers.2.mlp.up_proj.weight"));
         Assert.Equal(2, LayerDepth.For(["model.layers.1.x", "model.layers.0.x"], null).Layers);
     }
 
     [Theory]
-    [InlineData("merge_method: ties\nmodels: [a]\nslices: []", "'slices' is not supported")]
+    [InlineData("merge_method: ties\nmodels: [a]\nmodules: {}", "'modules' is not supported")]
     [InlineData("merge_method: ties\nmodels: [a]\nbase_modle: b", "unknown key 'base_modle'")]
     [InlineData("merge_method: ties", "'models:' must list")]
     [InlineData("models: [a]", "'merge_method' is required")]

@@ -109,7 +109,8 @@ public class ModelMergerTests
         var outT = TinyModels.Read(Path.Combine(dir, "out"));
         var depth = new LayerDepth(3);
         foreach (var (n, t) in outT)
-            Numerics.Close(b[n] + (a[n] - b[n]) * 0.5 * (0.2 + 0.6 * depth.Of(n)), t, 1e-6, n);
+            Numerics.Close(b[n] + (a[n] - b[n]) * 0.5 * (0.2 + 0.6 * depth.LinesOf(n)), t, 1e-6, n);
+        Numerics.Close(b["lm_head.weight"] + (a["lm_head.weight"] - b["lm_head.weight"]) * 0.4, outT["lm_head.weight"], 1e-6, "head: 0.5 * (0.2 + 0.6)");
         Numerics.Close(b["model.layers.1.mlp.up_proj.weight"] + (a["model.layers.1.mlp.up_proj.weight"] - b["model.layers.1.mlp.up_proj.weight"]) * 0.25,
             outT["model.layers.1.mlp.up_proj.weight"], 1e-6, "middle layer: 0.5 * (0.2 + 0.6 * 0.5)");
     }
@@ -178,18 +179,22 @@ public class ModelMergerTests
             Assert.True(t.isfinite().all().item<bool>(), n);
         if (method == "slerp")
         {
-            // t rises with depth: the embeddings (t = 0) are the base's, the head (t = 1) is a's
+            // t rises with depth: layer 0 (t = 0) is the base's, layer 2 (t = 1) is a's; as in mergekit, the weights
+            // outside the layers (embeddings, final norm and head) read the gradient at t = 0, so they are the base's
             var outT = TinyModels.Read(Path.Combine(dir, "out"));
-            Numerics.Close(TinyModels.Read(Path.Combine(dir, "base"))["model.embed_tokens.weight"], outT["model.embed_tokens.weight"], 1e-6);
-            Numerics.Close(TinyModels.Read(Path.Combine(dir, "a"))["lm_head.weight"], outT["lm_head.weight"], 1e-6);
+            var bt = TinyModels.Read(Path.Combine(dir, "base"));
+            var at = TinyModels.Read(Path.Combine(dir, "a"));
+            foreach (var n in new[] { "model.embed_tokens.weight", "model.layers.0.mlp.up_proj.weight", "model.norm.weight", "lm_head.weight" })
+                Numerics.Close(bt[n], outT[n], 1e-6, n);
+            Numerics.Close(at["model.layers.2.mlp.up_proj.weight"], outT["model.layers.2.mlp.up_proj.weight"], 1e-6);
         }
     }
 
     [Theory]
     [InlineData("merge_method: ties\nmodels: [a]", "merge_method 'ties' needs base_model")]
-    [InlineData("merge_method: slerp\nbase_model: base\nparameters: {t: 0.5}\nmodels: [a, b]", "exactly one other model")]
+    [InlineData("merge_method: slerp\nbase_model: base\nparameters: {t: 0.5}\nmodels: [a, b]", "needs exactly one model besides base_model; got 2")]
     [InlineData("merge_method: task_arithmetic\nbase_model: base\nmodels: [a]", "parameter 'weight' is required for model 'a'")]
-    [InlineData("merge_method: task_arithmetic\nbase_model: base\nparameters: {wieght: 1}\nmodels: [a]", "unknown parameter 'wieght'")]
+    [InlineData("merge_method: task_arithmetic\nbase_model: base\nparameters: {wieght: 1}\nmodels: [a]", "merge_method 'task_arithmetic' does not read 'wieght'")]
     [InlineData("merge_method: task_arithmetic\nbase_model: base\nparameters: {weight: 1}\nmodels: [nowhere]", "model 'nowhere' not found")]
     [InlineData("merge_method: frankenmerge\nbase_model: base\nmodels: [a]", "unknown merge_method 'frankenmerge'")]
     [InlineData("merge_method: ties\nbase_model: base\nparameters: {weight: 1, majority_sign_method: most}\nmodels: [a]", "majority_sign_method 'most'")]

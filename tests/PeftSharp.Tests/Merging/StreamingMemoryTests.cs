@@ -7,41 +7,57 @@ namespace PeftSharp.Tests.Merging;
 
 /// <summary>
 /// The merge streams: merging three checkpoints of 268 MB each (805 MB) in a child process (the CLI) stays under a
-/// 300 MB peak resident memory, less than one input model plus the runtime (~180 MB with libtorch loaded).
+/// 300 MB peak resident memory, less than one input model plus the runtime (~180 MB with libtorch loaded), for task
+/// vectors and for the methods that hold every model's tensor at once (karcher iterates over them). Measured on this
+/// data (2026-12-01): task_arithmetic 215 MB, karcher 216 MB, multislerp 249 MB; della 353 MB and sce 319 MB stream
+/// too but are over this bound, and take minutes here, so they are not in the suite.
 /// </summary>
-public class StreamingMemoryTests(ITestOutputHelper output)
+public class StreamingMemoryTests(StreamingMemoryTests.Inputs inputs, ITestOutputHelper output) : IClassFixture<StreamingMemoryTests.Inputs>
 {
     const int Tensors = 32;
     const long Rows = 2048, Cols = 1024;                         // 8 MB per float32 tensor, 256 MB per model
     const long LimitBytes = 300_000_000;
 
-    [Fact]
-    public void A_merge_larger_than_the_memory_limit_completes_within_it()
+    /// <summary>The three input models, written once for all the methods.</summary>
+    public sealed class Inputs : IDisposable
     {
-        var dir = TestDirs.New();
+        public string Dir { get; } = TestDirs.New();
+        public long Bytes { get; }
+        public Inputs() => Bytes = WriteInputs(Dir);
+        public void Dispose() => Directory.Delete(Dir, recursive: true);
+    }
+
+    [Theory]
+    [InlineData("task_arithmetic", "weight: 0.5")]
+    [InlineData("karcher", "max_iter: 10")]
+    [InlineData("multislerp", "weight: 0.5")]
+    public void A_merge_larger_than_the_memory_limit_completes_within_it(string method, string parameters)
+    {
+        var dir = inputs.Dir;
+        long inputBytes = inputs.Bytes;
+        var outName = $"out-{method}";
         try
         {
-            long inputBytes = WriteInputs(dir);
-            File.WriteAllText(Path.Combine(dir, "merge.yaml"), """
-                merge_method: task_arithmetic
+            File.WriteAllText(Path.Combine(dir, $"{method}.yaml"), $$"""
+                merge_method: {{method}}
                 base_model: base
-                parameters: {weight: 0.5}
+                parameters: {{{parameters}}}
                 models: [a, b]
                 """);
-            var (exitCode, log, peak) = RunCli(dir, "merge-models", "--config", "merge.yaml", "--out", "out", "--out-shard-size", "100M", "-q");
+            var (exitCode, log, peak) = RunCli(dir, "merge-models", "--config", $"{method}.yaml", "--out", outName, "--out-shard-size", "100M", "-q");
             output.WriteLine(log);
-            output.WriteLine($"inputs {inputBytes / 1e6:F0} MB, child peak RSS {peak / 1e6:F0} MB, limit {LimitBytes / 1e6:F0} MB");
+            output.WriteLine($"{method}: inputs {inputBytes / 1e6:F0} MB, child peak RSS {peak / 1e6:F0} MB, limit {LimitBytes / 1e6:F0} MB");
             Assert.Equal(0, exitCode);
             Assert.True(peak > 0, "peak RSS was not measured");
             Assert.True(peak < LimitBytes, $"peak RSS {peak / 1e6:F0} MB is over the {LimitBytes / 1e6:F0} MB limit (inputs: {inputBytes / 1e6:F0} MB)");
             Assert.True(inputBytes > 2.5 * LimitBytes);
-            using var merged = Checkpoint.Open(Path.Combine(dir, "out"));
+            using var merged = Checkpoint.Open(Path.Combine(dir, outName));
             Assert.Equal(Tensors, merged.Names.Count);
             Assert.True(merged.Files.Count >= 3, "sharded output");
         }
         finally
         {
-            Directory.Delete(dir, recursive: true);
+            if (Directory.Exists(Path.Combine(dir, outName))) Directory.Delete(Path.Combine(dir, outName), recursive: true);
         }
     }
 
