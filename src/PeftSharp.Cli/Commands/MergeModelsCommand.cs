@@ -23,7 +23,7 @@ internal static class MergeModelsCommand
             .Must(r => r >= 1, "must be at least 1");
         var quiet = new Option<bool>("--quiet", "-q") { Description = "no progress bar" };
 
-        var command = new Command("merge-models", "Merge models and LoRA adapters (linear, task_arithmetic, ties, dare, breadcrumbs, slerp, model_stock; LiNeS)")
+        var command = new Command("merge-models", $"Merge models and LoRA adapters as mergekit does (merge_method: {string.Join(", ", PeftSharp.Merging.MergeMethods.Names)}; LiNeS)")
         {
             config, output, allowCrimes, allowMissing, shardSize, seed, noTokenizer, adapterRank, quiet,
         };

@@ -10,7 +10,8 @@ namespace PeftSharp.Tests.Merging;
 /// 300 MB peak resident memory, less than one input model plus the runtime (~180 MB with libtorch loaded), for task
 /// vectors and for the methods that hold every model's tensor at once (karcher iterates over them). Measured on this
 /// data (2026-12-01): task_arithmetic 215 MB, karcher 216 MB, multislerp 249 MB; della 353 MB and sce 319 MB stream
-/// too but are over this bound, and take minutes here, so they are not in the suite.
+/// too but are over this bound, and take minutes here, so they are not in the suite; multislerp holds every model's
+/// tensor as karcher does and is left out to keep the suite short.
 /// </summary>
 public class StreamingMemoryTests(StreamingMemoryTests.Inputs inputs, ITestOutputHelper output) : IClassFixture<StreamingMemoryTests.Inputs>
 {
@@ -30,7 +31,6 @@ public class StreamingMemoryTests(StreamingMemoryTests.Inputs inputs, ITestOutpu
     [Theory]
     [InlineData("task_arithmetic", "weight: 0.5")]
     [InlineData("karcher", "max_iter: 10")]
-    [InlineData("multislerp", "weight: 0.5")]
     public void A_merge_larger_than_the_memory_limit_completes_within_it(string method, string parameters)
     {
         var dir = inputs.Dir;
