@@ -44,6 +44,7 @@ public sealed class SafetensorsFile : IDisposable
     public static SafetensorsFile Open(string path)
     {
         CheckpointFormat.RefusePickle(path);
+        if (RegularFile.Problem(path) is { } problem) throw new SafetensorsException(path, problem);
         var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.RandomAccess);
         try
         {
@@ -61,6 +62,12 @@ public sealed class SafetensorsFile : IDisposable
             long dataStart = 8 + (long)headerLen;
             var (tensors, metadata) = SafetensorsHeader.Parse(path, header, fileLength - dataStart);
             return new SafetensorsFile(path, handle, dataStart, tensors, metadata);
+        }
+        catch (Exception e) when (e is InvalidOperationException or FormatException or ArgumentException or OverflowException)
+        {
+            // A header case the checks above did not foresee must still fail by name, not as a bare framework error.
+            handle.Dispose();
+            throw new SafetensorsException(path, $"header cannot be read ({e.Message})");
         }
         catch
         {
@@ -82,6 +89,25 @@ public sealed class SafetensorsFile : IDisposable
         var t = empty(info.Shape, info.DType);
         if (info.ByteLength > 0) ReadInto(info, t);
         return t;
+    }
+
+    /// <summary>
+    /// Reads one tensor straight into <paramref name="destination"/> when it is a contiguous CPU tensor of the stored
+    /// dtype (no intermediate tensor); otherwise loads it and copies with a cast.
+    /// </summary>
+    public void LoadInto(string name, Tensor destination)
+    {
+        var info = Info(name);
+        if (!info.Shape.SequenceEqual(destination.shape))
+            throw new ArgumentException($"{Path}: tensor '{name}' has shape [{string.Join(",", info.Shape)}], " +
+                $"the destination [{string.Join(",", destination.shape)}]");
+        if (destination.dtype == info.DType && destination.device_type == DeviceType.CPU && destination.is_contiguous())
+        {
+            if (info.ByteLength > 0) ReadInto(info, destination);
+            return;
+        }
+        using var loaded = Load(name);
+        destination.copy_(loaded);
     }
 
     /// <summary>Reads every tensor (or those whose names pass <paramref name="filter"/>).</summary>
