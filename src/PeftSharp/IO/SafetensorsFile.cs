@@ -119,26 +119,43 @@ public sealed class SafetensorsFile : IDisposable
         return result;
     }
 
-    void ReadInto(TensorInfo info, Tensor t)
+    // Pieces read by separate threads: page faults on fresh memory and the kernel's copy both spread over cores.
+    const long Piece = 16L << 20;
+
+    unsafe void ReadInto(TensorInfo info, Tensor t)
     {
-        // Tensors over 2 GB do not fit one Span: read them in chunks through a byte view.
-        using var flat = t.view(-1);
-        long elemSize = info.ByteLength / flat.numel();
-        long chunkElems = (1L << 30) / elemSize, done = 0, total = flat.numel();
-        while (done < total)
-        {
-            long n = Math.Min(chunkElems, total - done);
-            using var part = flat.narrow(0, done, n);
-            var span = part.bytes;
-            int read = 0;
-            while (read < span.Length)
+        byte* start = DataPointer(t);
+        long length = info.ByteLength, fileOffset = dataStart + info.Begin;
+        FreshMemory.PreferHugePages(start, length);
+        int pieces = (int)((length + Piece - 1) / Piece);
+        if (pieces == 1) ReadPiece(info, start, length, fileOffset);
+        else
+            Parallel.For(0, pieces, new ParallelOptions { MaxDegreeOfParallelism = Math.Min(Environment.ProcessorCount, 8) }, i =>
             {
-                int r = RandomAccess.Read(handle, span[read..], dataStart + info.Begin + done * elemSize + read);
-                if (r <= 0) throw new SafetensorsException(Path, $"tensor '{info.Name}' is truncated");
-                read += r;
-            }
-            done += n;
+                long offset = i * Piece;
+                ReadPiece(info, start + offset, Math.Min(Piece, length - offset), fileOffset + offset);
+            });
+    }
+
+    unsafe void ReadPiece(TensorInfo info, byte* destination, long length, long fileOffset)
+    {
+        long read = 0;
+        while (read < length)
+        {
+            var span = new Span<byte>(destination + read, (int)Math.Min(length - read, 1L << 30));
+            int r = RandomAccess.Read(handle, span, fileOffset + read);
+            if (r <= 0) throw new SafetensorsException(Path, $"tensor '{info.Name}' is truncated");
+            read += r;
         }
+    }
+
+    // The address of a contiguous CPU tensor's first byte. TorchSharp exposes its memory as a Span (of at most 2 GB),
+    // so take the address from a one-element view; the native memory does not move.
+    static unsafe byte* DataPointer(Tensor t)
+    {
+        using var flat = t.view(-1);
+        using var first = flat.narrow(0, 0, 1);
+        fixed (byte* p = first.bytes) return p;
     }
 
     public void Dispose() => handle.Dispose();

@@ -49,6 +49,25 @@ public class SafetensorsTests
     }
 
     [Fact]
+    public void Tensors_read_in_parallel_pieces_come_back_exactly_into_new_and_existing_tensors()
+    {
+        // 10.5 M bfloat16 values = 21 MB: two 16 MiB pieces, the second partial, at an odd offset after a small tensor.
+        var path = Path.Combine(TempDir(), "big.safetensors");
+        using var small = arange(3, dtype: ScalarType.BFloat16);
+        using var big = randn(10_500_000, dtype: ScalarType.BFloat16);
+        SafetensorsWriter.Save(path, new Dictionary<string, Tensor> { ["small"] = small, ["big"] = big });
+        using var f = SafetensorsFile.Open(path);
+        using var loaded = f.Load("big");
+        Assert.True(Numerics.Same(big, loaded));
+        using var existing = zeros(10_500_000, dtype: ScalarType.BFloat16);
+        f.LoadInto("big", existing);
+        Assert.True(Numerics.Same(big, existing));
+        using var cast = zeros(10_500_000);
+        f.LoadInto("big", cast);                        // another dtype: loaded, then cast
+        Assert.True(Numerics.Same(big.to(ScalarType.Float32), cast));
+    }
+
+    [Fact]
     public void Sharded_writer_splits_by_size_and_reads_back()
     {
         var dir = TempDir();
