@@ -128,13 +128,24 @@ public sealed class SafetensorsFile : IDisposable
         long length = info.ByteLength, fileOffset = dataStart + info.Begin;
         FreshMemory.PreferHugePages(start, length);
         int pieces = (int)((length + Piece - 1) / Piece);
-        if (pieces == 1) ReadPiece(info, start, length, fileOffset);
-        else
+        if (pieces == 1)
+        {
+            ReadPiece(info, start, length, fileOffset);
+            return;
+        }
+        try
+        {
             Parallel.For(0, pieces, new ParallelOptions { MaxDegreeOfParallelism = Math.Min(Environment.ProcessorCount, 8) }, i =>
             {
                 long offset = i * Piece;
                 ReadPiece(info, start + offset, Math.Min(Piece, length - offset), fileOffset + offset);
             });
+        }
+        catch (AggregateException e) when (e.InnerException is not null)
+        {
+            // Report what went wrong (a truncated file, an I/O error naming it), not "one or more errors occurred".
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerException).Throw();
+        }
     }
 
     unsafe void ReadPiece(TensorInfo info, byte* destination, long length, long fileOffset)

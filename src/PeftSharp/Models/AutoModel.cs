@@ -66,7 +66,7 @@ public static class AutoModel
             if (NonFiniteWeights.Has(p)) nonFinite.Add((file, stored));
         }
         if (missing.Count > 0)
-            throw new InvalidDataException($"{ckpt.Folder}: {missing.Count} weights are missing from the checkpoint: " +
+            throw new InvalidDataException($"{(ckpt.Files.Count == 1 ? ckpt.Files[0].Path : ckpt.Folder)}: {missing.Count} weights are missing from the checkpoint: " +
                 string.Join(", ", missing.Take(20)) + (missing.Count > 20 ? ", ..." : ""));
         NonFiniteWeights.Report(nonFinite);
     }

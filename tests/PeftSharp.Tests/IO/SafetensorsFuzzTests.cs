@@ -62,7 +62,7 @@ public class SafetensorsFuzzTests
         var names = header.Select(kv => kv.Key).Where(k => k != "__metadata__").ToList();
         var rng = new Random(99);
         int rejected = 0;
-        for (int i = 0; i < 300; i++)
+        for (int i = 0; i < 150; i++)
         {
             var text = MutateStructure(header, names[rng.Next(names.Count)], rng);
             var bytes = Encoding.UTF8.GetBytes(text);
@@ -74,7 +74,7 @@ public class SafetensorsFuzzTests
                 rejected++;
             }
         }
-        Assert.True(rejected > 200, $"only {rejected} of 300 structural mutations were rejected");
+        Assert.True(rejected > 100, $"only {rejected} of 150 structural mutations were rejected");
     }
 
     static readonly JsonNode?[] OddValues =
