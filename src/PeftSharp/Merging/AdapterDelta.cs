@@ -48,6 +48,7 @@ public sealed class AdapterDelta : IDisposable
         var configPath = Path.Combine(folder, ConfigFile);
         if (!File.Exists(configPath)) CheckpointFormat.RefuseIfPickleOnly(folder);
         if (!File.Exists(configPath)) throw new MergeException($"{folder}: no {ConfigFile}, so this is not a PEFT adapter folder");
+        RegularFile.Require(configPath);
         using var doc = JsonDocument.Parse(File.ReadAllText(configPath));
         var c = doc.RootElement;
         var peftType = Str(c, "peft_type") ?? "LORA";

@@ -71,6 +71,30 @@ public class RegularFileTests
     }
 
     [Fact]
+    public void A_fifo_as_tokenizer_json_merge_config_or_adapter_config_is_refused()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        var dir = SafetensorsTests.TempDir();
+        var tokenizer = Path.Combine(dir, "tokenizer.json");
+        IoTestFiles.MakeFifo(tokenizer);
+        AssertRefused(tokenizer, () => PeftSharp.Tokenization.HfTokenizer.Load(dir));
+        var yaml = Path.Combine(dir, "merge.yaml");
+        IoTestFiles.MakeFifo(yaml);
+        AssertRefused(yaml, () => PeftSharp.Merging.MergeConfigYaml.Load(yaml));
+        var adapterConfig = Path.Combine(dir, "adapter_config.json");
+        IoTestFiles.MakeFifo(adapterConfig);
+        AssertRefused(adapterConfig, () => PeftSharp.Merging.AdapterDelta.Open(dir));
+
+        static void AssertRefused(string fifo, Action open)
+        {
+            var e = IoTestFiles.Within(Limit, fifo, open);
+            Assert.IsType<IOException>(e);
+            Assert.Contains(fifo, e!.Message);
+            Assert.Contains("FIFO", e.Message);
+        }
+    }
+
+    [Fact]
     public void A_regular_file_passes_and_a_directory_is_named_as_one()
     {
         var dir = SafetensorsTests.TempDir();
