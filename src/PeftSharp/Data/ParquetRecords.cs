@@ -12,6 +12,7 @@ internal static class ParquetRecords
     public static IEnumerable<RawRecord> Read(string path)
     {
         using var stream = File.OpenRead(path);
+        CheckFooter(path, stream);
         DeserializationResult<Dictionary<string, object>> result;
         try
         {
@@ -27,6 +28,25 @@ internal static class ParquetRecords
             row++;
             yield return new RawRecord(r.ToDictionary(kv => kv.Key, kv => Normalize(kv.Value)), new SourceRef(path, row, "row"));
         }
+    }
+
+    // A Parquet file ends with its footer, the footer's 4-byte length and "PAR1". A length past the file would make the
+    // reader allocate whatever it says (gigabytes) before failing without naming the file.
+    static void CheckFooter(string path, Stream stream)
+    {
+        var where = new SourceRef(path, 0, "file");
+        long length = stream.Length;
+        Span<byte> head = stackalloc byte[4], tail = stackalloc byte[8];
+        if (length < 12) throw new DataFormatException(where, $"cannot be read as Parquet: {length} bytes is too short for a Parquet file");
+        stream.ReadExactly(head);
+        stream.Seek(-8, SeekOrigin.End);
+        stream.ReadExactly(tail);
+        stream.Seek(0, SeekOrigin.Begin);
+        if (!head.SequenceEqual("PAR1"u8) || !tail[4..].SequenceEqual("PAR1"u8))
+            throw new DataFormatException(where, "cannot be read as Parquet: it does not start and end with the Parquet magic \"PAR1\"");
+        uint footer = BitConverter.ToUInt32(tail[..4]);
+        if (footer > length - 12)
+            throw new DataFormatException(where, $"cannot be read as Parquet: its footer length {footer} runs past the {length}-byte file");
     }
 
     static object? Normalize(object? v) => v switch

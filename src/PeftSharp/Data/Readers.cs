@@ -14,6 +14,7 @@ public static class DataReader
     {
         if (Directory.Exists(path)) return TextFiles.ReadFolder(path);
         if (!File.Exists(path)) throw new FileNotFoundException($"data file or folder not found: {path}", path);
+        IO.RegularFile.Require(path);
         return Path.GetExtension(path).ToLowerInvariant() switch
         {
             ".jsonl" or ".ndjson" => Jsonl.Read(path),
@@ -143,6 +144,7 @@ internal static class TextFiles
     public static IEnumerable<RawRecord> ReadFile(string path)
     {
         var where = new SourceRef(path, 0, "file");
+        IO.RegularFile.Require(path);
         var bytes = File.ReadAllBytes(path);
         // A NUL byte is the usual sign of a binary file that wandered into a text folder.
         if (Array.IndexOf(bytes, (byte)0) >= 0)

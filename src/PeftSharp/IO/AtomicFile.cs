@@ -15,6 +15,7 @@ public static class AtomicFile
     {
         var dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
         Directory.CreateDirectory(dir);
+        Leftovers.RemoveStaleTemps(path);
         var tmp = path + $".tmp{Environment.ProcessId}";
         try
         {
@@ -25,9 +26,10 @@ public static class AtomicFile
             }
             File.Move(tmp, path, overwrite: true);
         }
-        catch
+        catch (Exception e)
         {
             try { File.Delete(tmp); } catch (IOException) { }
+            if (e is IOException io && !io.Message.Contains(path)) throw new IOException($"{path}: could not be written ({io.Message})", io);
             throw;
         }
     }

@@ -40,8 +40,7 @@ public sealed class Checkpoint : IDisposable
             else if (File.Exists(index)) ckpt.OpenShards(index);
             else
             {
-                var pickles = Directory.GetFiles(path).Where(f => f.EndsWith(".bin") || f.EndsWith(".pt")).ToArray();
-                if (pickles.Length > 0) CheckpointFormat.RefusePickle(pickles[0]);
+                CheckpointFormat.RefuseIfPickleOnly(path);
                 throw new FileNotFoundException($"{path}: neither {SingleFile} nor {IndexFile} is there");
             }
             return ckpt;
@@ -55,24 +54,24 @@ public sealed class Checkpoint : IDisposable
 
     void OpenShards(string indexPath)
     {
+        RegularFile.Require(indexPath);
         JsonDocument doc;
-        try { doc = JsonDocument.Parse(File.ReadAllBytes(indexPath)); }
+        try { doc = JsonDocument.Parse(File.ReadAllBytes(indexPath), new JsonDocumentOptions { AllowDuplicateProperties = false }); }
         catch (JsonException e) { throw new SafetensorsException(indexPath, $"not valid JSON ({e.Message})"); }
         using var _ = doc;
+        if (doc.RootElement.ValueKind != JsonValueKind.Object)
+            throw new SafetensorsException(indexPath, $"is a JSON {doc.RootElement.ValueKind.ToString().ToLowerInvariant()}, not an object with a \"weight_map\"");
         if (!doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
             throw new SafetensorsException(indexPath, "no \"weight_map\" object");
         var opened = new Dictionary<string, SafetensorsFile>();
-        var root = Path.GetFullPath(Folder);
         foreach (var entry in map.EnumerateObject())
         {
-            var shard = entry.Value.GetString() ?? throw new SafetensorsException(indexPath, $"'{entry.Name}' maps to a non-string");
+            if (entry.Value.ValueKind != JsonValueKind.String)
+                throw new SafetensorsException(indexPath, $"tensor '{entry.Name}' maps to {entry.Value.ValueKind.ToString().ToLowerInvariant()} {entry.Value.GetRawText()}, not a shard file name");
+            var shard = entry.Value.GetString()!;
             if (!opened.TryGetValue(shard, out var file))
             {
-                var full = Path.GetFullPath(Path.Combine(root, shard));
-                if (Path.IsPathRooted(shard) || Path.GetDirectoryName(full) != root.TrimEnd(Path.DirectorySeparatorChar))
-                    throw new SafetensorsException(indexPath, $"shard name '{shard}' points outside the checkpoint folder");
-                if (!File.Exists(full)) throw new SafetensorsException(indexPath, $"shard '{shard}' is missing");
-                file = SafetensorsFile.Open(full);
+                file = SafetensorsFile.Open(ShardPath(indexPath, shard));
                 opened[shard] = file;
                 files.Add(file);
             }
@@ -80,6 +79,19 @@ public sealed class Checkpoint : IDisposable
                 throw new SafetensorsException(indexPath, $"tensor '{entry.Name}' is mapped to {shard}, which does not contain it");
             byTensor[entry.Name] = file;
         }
+    }
+
+    // Shards may sit in a sub-folder of the checkpoint folder, never outside it (no absolute paths, no "..").
+    string ShardPath(string indexPath, string shard)
+    {
+        var root = Path.GetFullPath(Folder).TrimEnd(Path.DirectorySeparatorChar) + Path.DirectorySeparatorChar;
+        if (shard.Length == 0 || shard.Contains('\0'))
+            throw new SafetensorsException(indexPath, $"shard name '{shard}' is not a file name");
+        var full = Path.GetFullPath(Path.Combine(root, shard));
+        if (Path.IsPathRooted(shard) || !full.StartsWith(root, StringComparison.Ordinal))
+            throw new SafetensorsException(indexPath, $"shard name '{shard}' points outside the checkpoint folder");
+        if (!File.Exists(full) && !Directory.Exists(full)) throw new SafetensorsException(indexPath, $"shard '{shard}' is missing");
+        return full;
     }
 
     void Add(SafetensorsFile file)
@@ -93,6 +105,12 @@ public sealed class Checkpoint : IDisposable
     public TensorInfo Info(string name) => FileOf(name).Info(name);
 
     public Tensor Load(string name) => FileOf(name).Load(name);
+
+    /// <summary>Copies one stored tensor into <paramref name="destination"/> (same shape), casting when dtypes differ.</summary>
+    public void LoadInto(string name, Tensor destination) => FileOf(name).LoadInto(name, destination);
+
+    /// <summary>The file that holds <paramref name="name"/>, for messages.</summary>
+    public string PathOf(string name) => FileOf(name).Path;
 
     public Dictionary<string, Tensor> LoadAll(Func<string, bool>? filter = null)
     {

@@ -28,10 +28,13 @@ internal static class SafetensorsHeader
 
         var tensors = new Dictionary<string, TensorInfo>();
         var metadata = new Dictionary<string, string>();
+        bool sawMetadata = false;
         foreach (var prop in doc.RootElement.EnumerateObject())
         {
             if (prop.Name == "__metadata__")
             {
+                if (sawMetadata) throw new SafetensorsException(path, "__metadata__ appears twice in the header");
+                sawMetadata = true;
                 ParseMetadata(path, prop.Value, metadata);
                 continue;
             }
@@ -51,6 +54,8 @@ internal static class SafetensorsHeader
         {
             if (m.Value.ValueKind != JsonValueKind.String)
                 throw new SafetensorsException(path, $"__metadata__ value '{m.Name}' is not a string");
+            if (metadata.ContainsKey(m.Name))
+                throw new SafetensorsException(path, $"__metadata__ key '{m.Name}' appears twice");
             metadata[m.Name] = m.Value.GetString()!;
         }
     }
@@ -59,6 +64,11 @@ internal static class SafetensorsHeader
     {
         if (value.ValueKind != JsonValueKind.Object)
             throw new SafetensorsException(path, $"tensor '{name}': entry is not an object");
+        // JSON readers disagree on which of two equal keys wins; the reference implementation refuses them, so do we.
+        var fields = new HashSet<string>();
+        foreach (var field in value.EnumerateObject())
+            if (!fields.Add(field.Name))
+                throw new SafetensorsException(path, $"tensor '{name}': field '{field.Name}' appears twice");
         if (!value.TryGetProperty("dtype", out var dt) || dt.ValueKind != JsonValueKind.String)
             throw new SafetensorsException(path, $"tensor '{name}': missing dtype");
         var dtypeName = dt.GetString()!;
@@ -80,7 +90,8 @@ internal static class SafetensorsHeader
         }
         if (!value.TryGetProperty("data_offsets", out var off) || off.ValueKind != JsonValueKind.Array || off.GetArrayLength() != 2)
             throw new SafetensorsException(path, $"tensor '{name}': data_offsets must be [begin, end]");
-        if (!off[0].TryGetInt64(out var begin) || !off[1].TryGetInt64(out var end) || begin < 0 || end < begin)
+        if (off[0].ValueKind != JsonValueKind.Number || off[1].ValueKind != JsonValueKind.Number ||
+            !off[0].TryGetInt64(out var begin) || !off[1].TryGetInt64(out var end) || begin < 0 || end < begin)
             throw new SafetensorsException(path, $"tensor '{name}': data_offsets [{off[0]}, {off[1]}] are invalid");
         if (end > dataLength)
             throw new SafetensorsException(path, $"tensor '{name}': data_offsets end {end} is past the data section ({dataLength} bytes)");

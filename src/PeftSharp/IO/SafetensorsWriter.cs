@@ -20,23 +20,49 @@ public sealed class SafetensorsStreamWriter : IDisposable
 {
     readonly string path;
     readonly string tmp;
-    readonly FileStream stream;
+    readonly Stream stream;
     readonly List<TensorSpec> specs;
     int next;
     bool committed;
 
     public SafetensorsStreamWriter(string path, IReadOnlyList<TensorSpec> specs, IReadOnlyDictionary<string, string>? metadata = null)
+        : this(path, specs, metadata, tmp => new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20))
+    {
+    }
+
+    /// <summary><paramref name="open"/> creates the temporary file's stream (tests pass one that fails).</summary>
+    internal SafetensorsStreamWriter(string path, IReadOnlyList<TensorSpec> specs, IReadOnlyDictionary<string, string>? metadata,
+        Func<string, Stream> open)
     {
         this.path = path;
         this.specs = specs.ToList();
         if (this.specs.Select(s => s.Name).Distinct().Count() != this.specs.Count)
             throw new ArgumentException($"{path}: duplicate tensor names");
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        Leftovers.RemoveStaleTemps(path);
         tmp = path + $".tmp{Environment.ProcessId}";
-        stream = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20);
-        var header = BuildHeader(this.specs, metadata);
-        stream.Write(BitConverter.GetBytes((ulong)header.Length));
-        stream.Write(header);
+        stream = open(tmp);
+        try
+        {
+            var header = BuildHeader(this.specs, metadata);
+            Guarded(() =>
+            {
+                stream.Write(BitConverter.GetBytes((ulong)header.Length));
+                stream.Write(header);
+            });
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    // A full disk surfaces as an IOException naming the temporary file; say which output it was.
+    void Guarded(Action write)
+    {
+        try { write(); }
+        catch (IOException e) { throw new IOException($"{path}: could not be written ({e.Message})", e); }
     }
 
     static byte[] BuildHeader(List<TensorSpec> specs, IReadOnlyDictionary<string, string>? metadata)
@@ -83,7 +109,7 @@ public sealed class SafetensorsStreamWriter : IDisposable
         if (tensor.dtype != spec.DType || !tensor.shape.SequenceEqual(spec.Shape))
             throw new ArgumentException($"{path}: tensor '{name}' is {tensor.dtype} [{string.Join(",", tensor.shape)}], " +
                 $"declared {spec.DType} [{string.Join(",", spec.Shape)}]");
-        WriteBytes(stream, tensor);
+        Guarded(() => WriteBytes(stream, tensor));
         next++;
     }
 
@@ -109,8 +135,12 @@ public sealed class SafetensorsStreamWriter : IDisposable
     {
         if (next != specs.Count)
             throw new InvalidOperationException($"{path}: {specs.Count - next} declared tensors were not written (next: '{specs[next].Name}')");
-        stream.Flush(flushToDisk: true);
-        stream.Dispose();
+        Guarded(() =>
+        {
+            if (stream is FileStream fs) fs.Flush(flushToDisk: true);
+            else stream.Flush();
+            stream.Dispose();
+        });
         File.Move(tmp, path, overwrite: true);
         committed = true;
     }
@@ -118,7 +148,8 @@ public sealed class SafetensorsStreamWriter : IDisposable
     public void Dispose()
     {
         if (committed) return;
-        stream.Dispose();
+        // Closing flushes what is buffered; on a full disk that fails too, and the temporary file must still go.
+        try { stream.Dispose(); } catch (IOException) { }
         try { File.Delete(tmp); } catch (IOException) { }
     }
 }
@@ -222,6 +253,11 @@ public sealed class ShardedCheckpointWriter : IDisposable
             AtomicFile.WriteAllText(indexPath, json);
         }
         else if (File.Exists(indexPath)) File.Delete(indexPath);
+        // A single file left from an earlier sharded save (or shards from a single-file one) would be read instead of,
+        // or beside, the new weights.
+        var stale = Directory.GetFiles(folder, $"{baseName}-*-of-*.safetensors").Append(Path.Combine(folder, $"{baseName}.safetensors"))
+            .Where(f => !shardNames.Contains(Path.GetFileName(f)) && File.Exists(f));
+        foreach (var f in stale.ToList()) File.Delete(f);
     }
 
     public void Dispose()

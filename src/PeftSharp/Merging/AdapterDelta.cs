@@ -46,7 +46,9 @@ public sealed class AdapterDelta : IDisposable
     public static AdapterDelta Open(string folder)
     {
         var configPath = Path.Combine(folder, ConfigFile);
+        if (!File.Exists(configPath)) CheckpointFormat.RefuseIfPickleOnly(folder);
         if (!File.Exists(configPath)) throw new MergeException($"{folder}: no {ConfigFile}, so this is not a PEFT adapter folder");
+        RegularFile.Require(configPath);
         using var doc = JsonDocument.Parse(File.ReadAllText(configPath));
         var c = doc.RootElement;
         var peftType = Str(c, "peft_type") ?? "LORA";
@@ -61,6 +63,7 @@ public sealed class AdapterDelta : IDisposable
         var alphaPattern = Patterns(c, "alpha_pattern");
 
         var weightsPath = Path.Combine(folder, WeightsFile);
+        if (!File.Exists(weightsPath)) CheckpointFormat.RefuseIfPickleOnly(folder);
         if (!File.Exists(weightsPath)) throw new MergeException($"{folder}: {WeightsFile} is missing");
         var file = SafetensorsFile.Open(weightsPath);
         var adapter = new AdapterDelta(folder, file, c.TryGetProperty("fan_in_fan_out", out var f) && f.ValueKind == JsonValueKind.True,

@@ -16,6 +16,7 @@ public static class MergeConfigYaml
     public static MergeConfig Load(string path)
     {
         if (!File.Exists(path)) throw new MergeException($"merge config not found: {path}");
+        IO.RegularFile.Require(path);
         return Parse(File.ReadAllText(path), path) with { BaseDirectory = Path.GetDirectoryName(Path.GetFullPath(path)) };
     }
 

@@ -6,8 +6,7 @@ namespace PeftSharp.Merging;
 
 /// <summary>
 /// The output folder of a merge. Everything is written to a staging folder beside it and moved in only when complete,
-/// so an interrupted merge never leaves a half-written model: a new folder appears in one rename; into an existing
-/// folder the new weights are moved in first and stale ones from an earlier run removed after.
+/// so an interrupted merge never leaves a half-written model (<see cref="StagedFolder"/>, shared with <c>merge</c>).
 /// </summary>
 internal static class MergeOutput
 {
@@ -18,40 +17,11 @@ internal static class MergeOutput
         "added_tokens.json", "vocab.txt", "chat_template.jinja", "generation_config.json",
     ];
 
-    static readonly string[] WeightFilePatterns = ["model*.safetensors", Checkpoint.IndexFile, AdapterDelta.WeightsFile, AdapterDelta.ConfigFile];
+    public static string Stage(string target) => StagedFolder.Create(target);
 
-    public static string Stage(string target)
-    {
-        var full = Path.GetFullPath(target).TrimEnd(Path.DirectorySeparatorChar);
-        var stage = $"{full}.partial-{Environment.ProcessId}";
-        if (Directory.Exists(stage)) Directory.Delete(stage, recursive: true);
-        Directory.CreateDirectory(stage);
-        return stage;
-    }
+    public static void Discard(string stage) => StagedFolder.Discard(stage);
 
-    public static void Discard(string stage)
-    {
-        try { if (Directory.Exists(stage)) Directory.Delete(stage, recursive: true); }
-        catch (IOException) { }
-    }
-
-    public static void Publish(string stage, string target)
-    {
-        target = Path.GetFullPath(target).TrimEnd(Path.DirectorySeparatorChar);
-        if (Directory.Exists(target) && !Directory.EnumerateFileSystemEntries(target).Any()) Directory.Delete(target);
-        if (!Directory.Exists(target))
-        {
-            Directory.Move(stage, target);
-            return;
-        }
-        var fresh = Directory.GetFiles(stage).Select(Path.GetFileName).ToHashSet();
-        var stale = WeightFilePatterns.SelectMany(p => Directory.GetFiles(target, p)).Where(f => !fresh.Contains(Path.GetFileName(f))).ToList();
-        // Shards before the index, so the index never names a shard that is not there yet.
-        foreach (var f in Directory.GetFiles(stage).OrderBy(f => f.EndsWith(".index.json", StringComparison.Ordinal)))
-            File.Move(f, Path.Combine(target, Path.GetFileName(f)), overwrite: true);
-        foreach (var f in stale) File.Delete(f);
-        Directory.Delete(stage, recursive: true);
-    }
+    public static void Publish(string stage, string target) => StagedFolder.Publish(stage, target);
 
     /// <summary>Copies config.json, recording the output dtype in it when one was asked for.</summary>
     public static void CopyConfig(string? configJson, string stage, string? dtypeName)

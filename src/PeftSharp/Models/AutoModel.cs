@@ -27,6 +27,7 @@ public static class AutoModel
     /// <summary>Loads <c>config.json</c> and the safetensors weights of <paramref name="folder"/>, cast to <paramref name="dtype"/>.</summary>
     public static PretrainedModel Load(string folder, ScalarType dtype = ScalarType.Float32, Device? device = null)
     {
+        if (File.Exists(folder)) CheckpointFormat.RefusePickle(folder);
         var config = ModelConfig.Load(folder);
         using var ckpt = Checkpoint.Open(folder);
         PretrainedModel model;
@@ -37,10 +38,14 @@ public static class AutoModel
         return model;
     }
 
-    /// <summary>Copies every parameter and buffer of <paramref name="model"/> from <paramref name="ckpt"/> by name.</summary>
+    /// <summary>
+    /// Copies every parameter and buffer of <paramref name="model"/> from <paramref name="ckpt"/> by name: straight into
+    /// the parameter's memory when the stored dtype is the model's, else with one cast.
+    /// </summary>
     public static void LoadWeights(PretrainedModel model, Checkpoint ckpt)
     {
         var missing = new List<string>();
+        var nonFinite = new List<(string, string)>();
         using var _ = no_grad();
         var tied = model.TiedWeights;
         var targets = model.named_parameters().Select(x => (x.name, (Tensor)x.parameter))
@@ -53,17 +58,24 @@ public static class AutoModel
                 if (!tied.Contains(name)) missing.Add(name);
                 continue;
             }
-            using var scope = NewDisposeScope();
             var info = ckpt.Info(stored);
+            var file = ckpt.PathOf(stored);
             if (!info.Shape.SequenceEqual(p.shape))
-                throw new InvalidDataException($"{ckpt.Folder}: tensor '{stored}' has shape [{string.Join(",", info.Shape)}] " +
+                throw new InvalidDataException($"{file}: tensor '{stored}' has shape [{string.Join(",", info.Shape)}] " +
                     $"but the model built from config.json expects [{string.Join(",", p.shape)}]: does config.json belong to these weights?");
-            p.copy_(ckpt.Load(stored));
+            if (p.is_floating_point() && !IsFloating(info.DType))
+                throw new InvalidDataException($"{file}: tensor '{stored}' is stored as {info.DType}, but it is a floating-point weight " +
+                    "of the model: integers would be cast silently. Is the file corrupt, or not a checkpoint of this model?");
+            ckpt.LoadInto(stored, p);
+            if (NonFiniteWeights.Has(p)) nonFinite.Add((file, stored));
         }
         if (missing.Count > 0)
-            throw new InvalidDataException($"{ckpt.Folder}: {missing.Count} weights are missing from the checkpoint: " +
+            throw new InvalidDataException($"{(ckpt.Files.Count == 1 ? ckpt.Files[0].Path : ckpt.Folder)}: {missing.Count} weights are missing from the checkpoint: " +
                 string.Join(", ", missing.Take(20)) + (missing.Count > 20 ? ", ..." : ""));
+        NonFiniteWeights.Report(nonFinite);
     }
+
+    static bool IsFloating(ScalarType t) => t is ScalarType.Float32 or ScalarType.Float64 or ScalarType.Float16 or ScalarType.BFloat16;
 
     // Base-model checkpoints (e.g. "h.0.attn..." for GPT-2, "embeddings..." for BERT) lack the head's prefix;
     // multimodal Gemma 3 ones keep the text model under "model.language_model." (5.x) or "language_model.model." (4.x).

@@ -72,7 +72,9 @@ public sealed record ModelConfig
     public static ModelConfig Load(string folder)
     {
         var path = Path.Combine(folder, "config.json");
+        if (!File.Exists(path)) IO.CheckpointFormat.RefuseIfPickleOnly(folder);
         if (!File.Exists(path)) throw new FileNotFoundException($"{folder}: no config.json (is this a Hugging Face model folder?)", path);
+        IO.RegularFile.Require(path);
         JsonObject o;
         try { o = JsonNode.Parse(File.ReadAllText(path))?.AsObject() ?? throw new InvalidDataException("empty"); }
         catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException)

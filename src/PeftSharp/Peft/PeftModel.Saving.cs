@@ -70,13 +70,14 @@ public sealed partial class PeftModel
         var weightsPath = Path.Combine(folder, WeightsFile);
         if (!File.Exists(weightsPath))
         {
-            if (File.Exists(Path.Combine(folder, "adapter_model.bin"))) CheckpointFormat.RefusePickle(Path.Combine(folder, "adapter_model.bin"));
+            CheckpointFormat.RefuseIfPickleOnly(folder);
             throw new FileNotFoundException($"{folder}: no {WeightsFile}", weightsPath);
         }
         AddAdapter(adapterName, config, loading: true);
         using var file = SafetensorsFile.Open(weightsPath);
         using var scope = NewDisposeScope();
         var all = file.LoadAll();
+        NonFiniteWeights.Report(all.Where(kv => NonFiniteWeights.Has(kv.Value)).Select(kv => (weightsPath, kv.Key)));
         var used = new HashSet<string>();
         foreach (var (path, layer) in TunerLayers())
         {

@@ -70,6 +70,8 @@ public sealed class HfTokenizer
                 $"no tokenizer.json in '{folder}': only tokenizers saved by HF tokenizers/transformers (\"fast\" tokenizers) are supported", path);
         var configPath = Path.Combine(folder, "tokenizer_config.json");
         var jinjaPath = Path.Combine(folder, "chat_template.jinja");
+        foreach (var f in new[] { path, configPath, jinjaPath })
+            if (File.Exists(f)) IO.RegularFile.Require(f);
         return FromJson(File.ReadAllText(path), File.Exists(configPath) ? File.ReadAllText(configPath) : null,
             File.Exists(jinjaPath) ? File.ReadAllText(jinjaPath) : null, path);
     }

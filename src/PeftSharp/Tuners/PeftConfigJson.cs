@@ -54,9 +54,13 @@ public static class PeftConfigJson
         _ => false,
     };
 
-    public static PeftConfig Load(string path) =>
-        File.Exists(path) ? Parse(File.ReadAllText(path), path)
-            : throw new FileNotFoundException($"no {FileName} at {path}", path);
+    public static PeftConfig Load(string path)
+    {
+        if (!File.Exists(path)) IO.CheckpointFormat.RefuseIfPickleOnly(Path.GetDirectoryName(path) ?? ".");
+        if (!File.Exists(path)) throw new FileNotFoundException($"no {FileName} at {path}", path);
+        IO.RegularFile.Require(path);
+        return Parse(File.ReadAllText(path), path);
+    }
 
     public static string Serialize(PeftConfig config)
     {

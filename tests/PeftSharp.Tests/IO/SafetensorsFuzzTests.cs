@@ -1,4 +1,6 @@
 using System.Text;
+using System.Text.Json.Nodes;
+using PeftSharp.Models;
 using PeftSharp.IO;
 using static TorchSharp.torch;
 
@@ -42,6 +44,71 @@ public class SafetensorsFuzzTests
         }
         Assert.True(rejected > 1000, $"only {rejected} of 3000 mutations were rejected");
         Assert.True(loaded > 0, "no mutation loaded: the mutations only ever broke the file");
+    }
+
+    /// <summary>
+    /// Structural mutations of the JSON header (a field repeated, dropped or given a value of another JSON type),
+    /// loaded as a model as <c>inspect</c> and <c>logits</c> do: every error must name the file, whatever its type.
+    /// </summary>
+    [Fact]
+    public void Structurally_mutated_headers_fail_naming_the_file()
+    {
+        var dir = SafetensorsTests.TempDir();
+        var folder = IoTestFiles.ModelFolder(Path.Combine(dir, "m"));
+        var path = Path.Combine(folder, Checkpoint.SingleFile);
+        var original = File.ReadAllBytes(path);
+        int headerEnd = 8 + (int)BitConverter.ToUInt64(original, 0);
+        var header = JsonNode.Parse(Encoding.UTF8.GetString(original, 8, headerEnd - 8))!.AsObject();
+        var names = header.Select(kv => kv.Key).Where(k => k != "__metadata__").ToList();
+        var rng = new Random(99);
+        int rejected = 0;
+        for (int i = 0; i < 150; i++)
+        {
+            var text = MutateStructure(header, names[rng.Next(names.Count)], rng);
+            var bytes = Encoding.UTF8.GetBytes(text);
+            File.WriteAllBytes(path, [.. BitConverter.GetBytes((ulong)bytes.Length), .. bytes, .. original[headerEnd..]]);
+            try { AutoModel.Load(folder).Dispose(); }
+            catch (Exception e)
+            {
+                Assert.True(e.Message.Contains(path) && e is IOException or InvalidDataException, $"mutation {i}: {e.GetType().Name}: {e.Message}\n{text}");
+                rejected++;
+            }
+        }
+        Assert.True(rejected > 100, $"only {rejected} of 150 structural mutations were rejected");
+    }
+
+    static readonly JsonNode?[] OddValues =
+        [null, JsonValue.Create("F32"), JsonValue.Create(-1), JsonValue.Create(1.5), JsonValue.Create(true), JsonValue.Create(1e300),
+         JsonValue.Create(long.MaxValue), new JsonArray(), new JsonArray(JsonValue.Create("0"), JsonValue.Create(8)), new JsonObject()];
+
+    static string MutateStructure(JsonObject header, string tensor, Random rng)
+    {
+        var copy = header.DeepClone().AsObject();
+        var entry = copy[tensor]!.AsObject();
+        string[] fields = ["dtype", "shape", "data_offsets"];
+        var field = fields[rng.Next(fields.Length)];
+        switch (rng.Next(5))
+        {
+            case 0: // a value of another JSON type
+                entry[field] = OddValues[rng.Next(OddValues.Length)]?.DeepClone();
+                return copy.ToJsonString();
+            case 1: // one element of an array replaced
+                if (entry[field] is JsonArray { Count: > 0 } a) a[rng.Next(a.Count)] = OddValues[rng.Next(OddValues.Length)]?.DeepClone();
+                return copy.ToJsonString();
+            case 2: // a field dropped
+                entry.Remove(field);
+                return copy.ToJsonString();
+            case 3: // the whole entry replaced
+                copy[tensor] = OddValues[rng.Next(OddValues.Length)]?.DeepClone();
+                return copy.ToJsonString();
+            default: // a field repeated, with the same or another value (JsonObject cannot hold that: edit the text)
+            {
+                var text = copy.ToJsonString();
+                var key = $"\"{tensor}\":{{";
+                var repeat = rng.Next(2) == 0 ? entry[field]!.ToJsonString() : "\"I32\"";
+                return text.Replace(key, $"{key}\"{field}\":{repeat},");
+            }
+        }
     }
 
     static byte[] Mutate(byte[] original, int headerEnd, Random rng)

@@ -49,6 +49,38 @@ public class SafetensorsTests
     }
 
     [Fact]
+    public void Tensors_read_in_parallel_pieces_come_back_exactly_into_new_and_existing_tensors()
+    {
+        // 8.7 M bfloat16 values = 17.4 MB: two 16 MiB pieces, the second partial, at an odd offset after a small tensor.
+        var path = Path.Combine(TempDir(), "big.safetensors");
+        using var small = arange(3, dtype: ScalarType.BFloat16);
+        using var big = randn(8_700_000, dtype: ScalarType.BFloat16);
+        SafetensorsWriter.Save(path, new Dictionary<string, Tensor> { ["small"] = small, ["big"] = big });
+        using var f = SafetensorsFile.Open(path);
+        using var loaded = f.Load("big");
+        Assert.True(Numerics.Same(big, loaded));
+        using var existing = zeros(8_700_000, dtype: ScalarType.BFloat16);
+        f.LoadInto("big", existing);
+        Assert.True(Numerics.Same(big, existing));
+        using var cast = zeros(8_700_000);
+        f.LoadInto("big", cast);                        // another dtype: loaded, then cast
+        Assert.True(Numerics.Same(big.to(ScalarType.Float32), cast));
+    }
+
+    [Fact]
+    public void A_file_truncated_after_open_fails_naming_file_and_tensor_even_when_read_in_pieces()
+    {
+        var path = Path.Combine(TempDir(), "shrinking.safetensors");
+        using var big = ones(8_700_000, dtype: ScalarType.BFloat16);
+        SafetensorsWriter.Save(path, new Dictionary<string, Tensor> { ["big"] = big });
+        using var f = SafetensorsFile.Open(path);
+        using (var w = new FileStream(path, FileMode.Open, FileAccess.Write)) w.SetLength(w.Length / 2);
+        var e = Assert.Throws<SafetensorsException>(() => f.Load("big"));
+        Assert.Contains(path, e.Message);
+        Assert.Contains("'big' is truncated", e.Message);
+    }
+
+    [Fact]
     public void Sharded_writer_splits_by_size_and_reads_back()
     {
         var dir = TempDir();
