@@ -58,9 +58,10 @@ public class RunSafetyTests
     public void Divergence_names_a_checkpoint_with_finite_weights_and_resume_may_lower_the_learning_rate()
     {
         using var dir = new TempDir();
-        // Step 1 has rate 0 (warmup): checkpoint-1 holds the initial weights. Step 2 moves every weight by ~3e38, finite
-        // but useless; step 3's logits overflow. checkpoint-2 is the newest, but its weights are the ones that diverged.
-        var diverged = Run(Options(dir.Path) with { LearningRate = 3e38, SaveSteps = 1 });
+        // Step 1 has rate 0 (warmup): checkpoint-1 holds the initial weights. Step 2 moves every weight by ~1e30, finite
+        // but useless; step 3's loss (which squares a weight, as a deeper model multiplies them) overflows. checkpoint-2
+        // is the newest, but its weights are the ones that diverged.
+        var diverged = Run(Options(dir.Path) with { LearningRate = 1e30, SaveSteps = 1 }, m => b => m.Loss(b) + (m.W * m.W).sum() * 1e-30f);
         Assert.Equal(StopReason.NonFinite, diverged.Reason);
         Assert.Equal(2, diverged.GlobalStep);
         Assert.EndsWith("checkpoint-2", diverged.LastCheckpoint);
@@ -73,7 +74,7 @@ public class RunSafetyTests
             Quiet with { Progress = new Messages(messages) });
         Assert.Equal(StopReason.Completed, resumed.Reason);
         Assert.Equal(Enumerable.Repeat(0.02, 5), resumed.Steps.Select(s => s.LearningRate)); // after warmup: the new rate, the same factor 1
-        Assert.Contains(messages, m => m.StartsWith("resuming with learning rate 0.02 instead of 3E+38", StringComparison.Ordinal));
+        Assert.Contains(messages, m => m.StartsWith("resuming with learning rate 0.02 instead of 1E+30", StringComparison.Ordinal));
         // The later checkpoints are the resumed run's now: their state records the new rate.
         Assert.Equal(0.02, TrainerCheckpoint.ReadState(Path.Combine(dir.Path, "checkpoint-2")).Schedule.BaseLr);
     }
@@ -123,9 +124,9 @@ public class RunSafetyTests
     }
 
     [Theory]
-    [InlineData("global_step", "999", "field 'global_step' is 999, but it must be in [0, total_steps = 6]")]
+    [InlineData("global_step", "999", "field 'global_step' is 999, but it must be in [0, total_steps = 4]")]
     [InlineData("micro_batch_in_epoch", "-2", "field 'micro_batch_in_epoch' is -2, but it must not be negative")]
-    [InlineData("epoch", "40", "fields 'epoch' = 40, 'micro_batch_in_epoch' = 2 do not match 'global_step' = 4")]
+    [InlineData("epoch", "40", "fields 'epoch' = 40, 'micro_batch_in_epoch' = 4 do not match 'global_step' = 4")]
     [InlineData("global_step", "\"four\"", "not a valid trainer state at 'global_step'")]
     [InlineData(null, null, "not a valid trainer state")]
     public void A_damaged_trainer_state_is_refused_by_file_and_field(string? field, string? value, string expected)
@@ -163,7 +164,7 @@ public class RunSafetyTests
     static void AssertRefusedWithoutWriting(string dir, string file, string expected)
     {
         var metrics = File.ReadAllText(Path.Combine(dir, Trainer.MetricsFile));
-        var e = Assert.ThrowsAny<Exception>(() => Run(Options(dir) with { ResumeFromCheckpoint = "latest" }));
+        var e = Assert.ThrowsAny<Exception>(() => Run(Options(dir) with { MaxSteps = 4, ResumeFromCheckpoint = "latest" }));
         Assert.True(e is InvalidDataException, e.ToString());
         Assert.StartsWith(file + ":", e.Message);
         Assert.Contains(expected, e.Message);
