@@ -28,16 +28,16 @@ public class KillResumeTests
         ];
 
         var straight = dir.Combine("straight");
-        var (code, log) = Cli.Run(dir.Path, Args(straight));
+        var (code, log) = CliProcess.Run(dir.Path, Args(straight));
         Assert.True(code == 0, log);
         Assert.Contains("no before/after sample", log);
 
         var killed = dir.Combine("killed");
-        var (killedCode, killedLog) = Cli.Run(dir.Path, Args(killed), killWhen: line => line.Contains("checkpoint saved:") && line.EndsWith("checkpoint-3"));
+        var (killedCode, killedLog) = CliProcess.Run(dir.Path, Args(killed), killWhen: line => line.Contains("checkpoint saved:") && line.EndsWith("checkpoint-3"));
         Assert.True(killedCode == 137, $"exit {killedCode}: the run was to be killed mid-way\n{killedLog}");
         Assert.False(File.Exists(Path.Combine(killed, "adapter_model.safetensors")));
 
-        var (resumedCode, resumedLog) = Cli.Run(dir.Path, [.. Args(killed), "--resume"]);
+        var (resumedCode, resumedLog) = CliProcess.Run(dir.Path, [.. Args(killed), "--resume"]);
         Assert.True(resumedCode == 0, resumedLog);
         Assert.DoesNotContain("step 1/12", resumedLog);                    // continued, not restarted
         using (var a = SafetensorsFile.Open(Path.Combine(straight, "adapter_model.safetensors")))
@@ -57,7 +57,7 @@ public class KillResumeTests
 }
 
 /// <summary>Runs the built CLI in a child process, optionally killing it (SIGKILL) when a line of its output matches.</summary>
-internal static class Cli
+internal static class CliProcess
 {
     public static (int ExitCode, string Log) Run(string workDir, string[] args, Func<string, bool>? killWhen = null)
     {
