@@ -49,10 +49,13 @@ internal static class TrainCommand
         return cmd;
     }
 
-    /// <summary>One epoch of the bundled data in 128-token rows, a bfloat16 base (tinycode ships bf16 weights) and LoRA r=8.</summary>
+    /// <summary>
+    /// One epoch of the bundled data in 128-token rows, a bfloat16 base (tinycode ships bf16 weights) and LoRA r=8.
+    /// Running the demo again starts it over in its own folder rather than refusing.
+    /// </summary>
     static readonly TrainingOptions FirstRun = new()
     {
-        MaxLength = 128, LearningRate = 1e-3, Bf16 = true, OutputDir = "peftsharp-first-run", SampleMaxNewTokens = 40,
+        MaxLength = 128, LearningRate = 1e-3, Bf16 = true, OutputDir = "peftsharp-first-run", SampleMaxNewTokens = 40, OverwriteOutputDir = true,
     };
 
     static int Run(TrainingOptions options)
@@ -61,6 +64,7 @@ internal static class TrainCommand
         var report = FineTune.Run(options, Options.BundledModel, Path.Combine(AppContext.BaseDirectory, "data", "first-run"),
             new TrainerHooks { Progress = ProgressSinks.ForConsole() }, m => console.MarkupLine($"[grey]{Markup.Escape(m)}[/]"));
         Summary(report, options);
+        if (report.Result.Reason is StopReason.NonFinite or StopReason.Collapsed) Console.Error.WriteLine($"error: {report.Result.Message}");
         return report.Result.Reason == StopReason.Completed ? 0 : report.Result.Reason == StopReason.Interrupted ? 130 : 1;
     }
 
@@ -78,7 +82,7 @@ internal static class TrainCommand
             AnsiConsole.MarkupLine($"[bold]before[/] {Markup.Escape(r.SampleBefore ?? "")}");
             AnsiConsole.MarkupLine($"[bold]after[/]  {Markup.Escape(r.SampleAfter ?? "(not trained to the end)")}");
         }
-        AnsiConsole.MarkupLine(Markup.Escape(r.Result.Message));
+        if (r.Result.Reason is not (StopReason.NonFinite or StopReason.Collapsed)) AnsiConsole.MarkupLine(Markup.Escape(r.Result.Message));
         if (r.Result.AdapterDir is { } full && PeftSharp.Training.Layerwise.LayerwiseMethods.Handles(o.Method))
         {
             AnsiConsole.MarkupLine($"model (transformers format, all weights): [bold]{Markup.Escape(full)}[/]");

@@ -135,6 +135,10 @@ public static class ExampleParser
         {
             throw new DataFormatException(where, $"'{name}' is not valid JSON ({Jsonl.FirstSentence(e.Message)})");
         }
+        catch (InvalidOperationException)
+        {
+            throw new DataFormatException(where, $"'{name}' {DataReader.NotUnicode}");
+        }
     }
 
     static string Describe(object? v) => v switch

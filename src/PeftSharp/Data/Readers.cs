@@ -45,23 +45,35 @@ public static class DataReader
         _ => e.EnumerateObject().ToDictionary(p => p.Name, p => FromJson(p.Value)),
     };
 
-    internal static RawRecord FromJsonObject(JsonElement e, SourceRef where) =>
-        e.ValueKind == JsonValueKind.Object
-            ? new RawRecord((IReadOnlyDictionary<string, object?>)FromJson(e)!, where)
-            : RawRecord.Bad(where, $"expected a JSON object (a record), found {e.ValueKind.ToString().ToLowerInvariant()}");
+    internal static RawRecord FromJsonObject(JsonElement e, SourceRef where)
+    {
+        if (e.ValueKind != JsonValueKind.Object)
+            return RawRecord.Bad(where, $"expected a JSON object (a record), found {e.ValueKind.ToString().ToLowerInvariant()}");
+        try { return new RawRecord((IReadOnlyDictionary<string, object?>)FromJson(e)!, where); }
+        catch (InvalidOperationException)
+        {
+            // System.Text.Json parses "\ud800" but will not make a .NET string of a lone surrogate (nor of invalid UTF-8).
+            return RawRecord.Bad(where, NotUnicode);
+        }
+    }
+
+    internal const string NotUnicode = "holds a string that is not valid Unicode (a lone surrogate escape such as \\ud800, or invalid UTF-8)";
 }
 
-/// <summary>One JSON object per line; blank lines are skipped.</summary>
+/// <summary>One JSON object per line; blank lines are skipped. A line that is not valid UTF-8 is a bad record.</summary>
 internal static class Jsonl
 {
     public static IEnumerable<RawRecord> Read(string path)
     {
-        long line = 0;
-        foreach (var text in File.ReadLines(path, Encoding.UTF8))
+        foreach (var (line, text, error) in Utf8Lines.Read(path))
         {
-            line++;
-            if (string.IsNullOrWhiteSpace(text)) continue;
             var where = new SourceRef(path, line);
+            if (error is not null)
+            {
+                yield return RawRecord.Bad(where, error);
+                continue;
+            }
+            if (string.IsNullOrWhiteSpace(text)) continue;
             RawRecord record;
             try
             {
@@ -101,7 +113,7 @@ internal static class JsonArray
             {
                 var where = new SourceRef(path, LineOf(lineStarts, start + reader.TokenStartIndex));
                 using var doc = JsonDocument.ParseValue(ref reader);
-                records.Add(DataReader.FromJsonObject(doc.RootElement, where));
+                records.Add(DataReader.FromJsonObject(doc.RootElement, where)); // a string that is not Unicode spoils this record only
             }
         }
         catch (JsonException e)
@@ -153,5 +165,65 @@ internal static class TextFiles
         try { text = new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(bytes); }
         catch (DecoderFallbackException) { return [RawRecord.Bad(where, "is not valid UTF-8 text")]; }
         return [new RawRecord(new Dictionary<string, object?> { ["text"] = text.TrimStart('\uFEFF') }, where)];
+    }
+}
+
+/// <summary>
+/// The lines of a UTF-8 file, each decoded strictly: a line with bytes that are not UTF-8 comes back with an error
+/// instead of text, so that it can be named and skipped rather than silently turned into U+FFFD. A BOM is dropped.
+/// </summary>
+internal static class Utf8Lines
+{
+    static readonly UTF8Encoding Strict = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    public static IEnumerable<(long Line, string? Text, string? Error)> Read(string path)
+    {
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 1);
+        var chunk = new byte[1 << 16];
+        using var pending = new MemoryStream();
+        long line = 0;
+        int n;
+        while ((n = stream.Read(chunk, 0, chunk.Length)) > 0)
+        {
+            var start = 0;
+            int newline;
+            while ((newline = Array.IndexOf(chunk, (byte)'\n', start, n - start)) >= 0)
+            {
+                pending.Write(chunk, start, newline - start);
+                start = newline + 1;
+                var decoded = Decode(pending, ++line);
+                pending.SetLength(0);
+                yield return decoded;
+            }
+            pending.Write(chunk, start, n - start);
+        }
+        if (pending.Length > 0) yield return Decode(pending, ++line);
+    }
+
+    static (long, string?, string?) Decode(MemoryStream bytes, long line)
+    {
+        var buffer = bytes.GetBuffer();
+        int offset = 0, length = (int)bytes.Length;
+        if (line == 1 && length >= 3 && buffer[0] == 0xEF && buffer[1] == 0xBB && buffer[2] == 0xBF) (offset, length) = (3, length - 3);
+        if (length > 0 && buffer[offset + length - 1] == (byte)'\r') length--;
+        return TryDecode(buffer, offset, length, out var text, out var error) ? (line, text, null) : (line, null, error);
+    }
+
+    /// <summary>Strict UTF-8; on failure <paramref name="error"/> says which byte, as a record problem.</summary>
+    public static bool TryDecode(byte[] bytes, int offset, int length, out string text, out string error)
+    {
+        try
+        {
+            text = Strict.GetString(bytes, offset, length);
+            error = "";
+            return true;
+        }
+        catch (DecoderFallbackException e)
+        {
+            var bad = e.BytesUnknown is { Length: > 0 } b ? $"byte 0x{b[0]:X2}" : "a byte";
+            var at = e.Index >= 0 ? $" at byte {e.Index + 1} of the line" : "";
+            (text, error) = ("", $"is not valid UTF-8 ({bad}{at}); re-save the file as UTF-8");
+            return false;
+        }
     }
 }

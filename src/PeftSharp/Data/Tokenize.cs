@@ -16,7 +16,15 @@ public delegate RenderedChat ChatRenderer(IReadOnlyList<ChatMessage> messages);
 /// <see cref="BosId"/>, when set, starts every text and prompt/completion example; <see cref="EosId"/>, when set, ends it,
 /// so a model learns where a document stops. Chats get neither: their template writes its own markers.
 /// </summary>
-public sealed record TokenizerFunctions(Func<string, int[]> Encode, int? BosId, int? EosId, int PadId, ChatRenderer? RenderChat = null);
+public sealed record TokenizerFunctions(Func<string, int[]> Encode, int? BosId, int? EosId, int PadId, ChatRenderer? RenderChat = null)
+{
+    /// <summary>Why there is no tokenizer (token-id records only), or null when there is one.</summary>
+    public string? Unavailable { get; init; }
+
+    /// <summary>For token-id data and a model without a tokenizer: only <paramref name="padId"/> is needed.</summary>
+    public static TokenizerFunctions None(int padId, string why) =>
+        new(_ => throw new InvalidOperationException(why), null, null, padId) { Unavailable = why };
+}
 
 /// <summary>
 /// A tokenised training row. <see cref="Labels"/> line up with <see cref="InputIds"/> (the model shifts them, as

@@ -19,6 +19,8 @@ public sealed record DataOptions
     public string? LabelField { get; init; }
     /// <summary>Class names in index order, for string labels; when null they are the sorted distinct names.</summary>
     public IReadOnlyList<string>? LabelNames { get; init; }
+    /// <summary>The model's vocabulary size: token ids of <c>input_ids</c> records must be below it (checked when set).</summary>
+    public int? VocabSize { get; init; }
 }
 
 /// <summary>What loading found, for the run summary.</summary>
@@ -33,9 +35,9 @@ public sealed record TrainingDataset(BatchSource Train, BatchSource? Eval, DataR
     public static TrainingDataset Load(DataOptions o, TokenizerFunctions tok)
     {
         var bad = new List<string>();
-        var train = ReadExamples(o.TrainPath, o, bad);
+        var train = ReadExamples(o.TrainPath, o, tok, bad);
         List<Example> eval;
-        if (o.EvalPath is not null) eval = ReadExamples(o.EvalPath, o, bad);
+        if (o.EvalPath is not null) eval = ReadExamples(o.EvalPath, o, tok, bad);
         else (train, eval) = SplitByRatio(train, o.EvalRatio, o.Seed);
         if (train.Count == 0) throw new InvalidDataException($"{o.TrainPath}: no usable training records");
 
@@ -77,12 +79,12 @@ public sealed record TrainingDataset(BatchSource Train, BatchSource? Eval, DataR
         _ => 0,
     };
 
-    static List<Example> ReadExamples(string path, DataOptions o, List<string> bad)
+    static List<Example> ReadExamples(string path, DataOptions o, TokenizerFunctions tok, List<string> bad)
     {
         var examples = new List<Example>();
         foreach (var record in DataReader.Read(path))
         {
-            try { examples.Add(ExampleParser.Parse(record, o.TextField, o.LabelField)); }
+            try { examples.Add(Usable(ExampleParser.Parse(record, o.TextField, o.LabelField), o, tok)); }
             catch (DataFormatException e) when (o.SkipBadRecords) { bad.Add(e.Message); }
             catch (DataFormatException e)
             {
@@ -90,6 +92,32 @@ public sealed record TrainingDataset(BatchSource Train, BatchSource? Eval, DataR
             }
         }
         return examples;
+    }
+
+    /// <summary>
+    /// Checks what the model and tokenizer will need of a record, so that a bad one is named (and skippable) here
+    /// rather than failing inside libtorch mid-run: token ids inside the vocabulary, a tokenizer for anything not
+    /// already tokenised.
+    /// </summary>
+    static Example Usable(Example e, DataOptions o, TokenizerFunctions tok)
+    {
+        if (e.Kind != ExampleKind.InputIds)
+        {
+            if (tok.Unavailable is { } why)
+            {
+                var kind = e.Kind switch { ExampleKind.Text => "text", ExampleKind.PromptCompletion => "prompt/completion", _ => "chat ('messages')" };
+                throw new DataFormatException(e.Source, $"is a {kind} record, which needs a tokenizer, but {why}; give token ids ('input_ids') or use a model folder with a tokenizer");
+            }
+            return e;
+        }
+        if (o.VocabSize is not { } vocab) return e;
+        for (var i = 0; i < e.InputIds!.Length; i++)
+            if ((uint)e.InputIds[i] >= (uint)vocab)
+                throw new DataFormatException(e.Source, $"input_ids[{i}] = {e.InputIds[i]} is outside the model's vocabulary (0..{vocab - 1})");
+        for (var i = 0; e.Labels is not null && i < e.Labels.Length; i++)
+            if (e.Labels[i] != ExampleTokenizer.Ignore && (uint)e.Labels[i] >= (uint)vocab)
+                throw new DataFormatException(e.Source, $"labels[{i}] = {e.Labels[i]} is neither {ExampleTokenizer.Ignore} (ignored) nor inside the model's vocabulary (0..{vocab - 1})");
+        return e;
     }
 
     /// <summary>

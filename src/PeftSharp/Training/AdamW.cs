@@ -196,9 +196,20 @@ public sealed class AdamW : IOptimizer
                 throw new InvalidDataException($"{path}: optimizer state for '{name}', which is not a trainable parameter of this model (another adapter configuration?)");
             var s = new State(LoadLike(file, name + ".exp_avg", p), LoadLike(file, name + ".exp_avg_sq", p),
                 Amsgrad ? LoadLike(file, name + ".max_exp_avg_sq", p) : null);
-            using (var step = file.Load(name + ".step")) s.Step = step.item<long>();
+            s.Step = ReadStep(file, name + ".step");
             state[name] = s;
         }
+    }
+
+    /// <summary>A parameter's step count: one non-negative int64, checked before libtorch reads it.</summary>
+    internal static long ReadStep(SafetensorsFile file, string key)
+    {
+        var info = file.Info(key);
+        if (info.DType != ScalarType.Int64 || info.Shape.Aggregate(1L, (a, b) => a * b) != 1)
+            throw new InvalidDataException($"{file.Path}: '{key}' is {info.DType}[{string.Join(",", info.Shape)}] but a step count is one int64");
+        using var t = file.Load(key);
+        var step = t.item<long>();
+        return step >= 0 ? step : throw new InvalidDataException($"{file.Path}: '{key}' is {step}, but a step count is not negative");
     }
 
     static Tensor LoadLike(SafetensorsFile file, string key, Parameter p)

@@ -36,12 +36,20 @@ public static class FineTune
         var device = Devices.Parse(o.Device, "option device");
         var model = AutoModel.Load(modelDir, o.Bf16 ? ScalarType.BFloat16 : ScalarType.Float32, device);
         if (o.GradientCheckpointing) model.GradientCheckpointing = true;
-        var tokenizer = HfTokenizer.Load(modelDir);
+        // Token-id data needs no tokenizer: without tokenizer.json, such data trains and the text sample is left out.
+        var tokenizer = File.Exists(Path.Combine(modelDir, "tokenizer.json")) ? HfTokenizer.Load(modelDir) : null;
+        var noTokenizer = $"{modelDir} has no tokenizer.json";
         log($"model {modelDir}: {model.Config.Architecture}, {model.ParameterCount():N0} parameters on {device}");
 
-        // 2. Data, tokenised with the model's own tokenizer (and chat template, for chat records).
-        var dataset = TrainingDataset.Load(o.DataOptions(dataPath), TokenizerFunctionsFor(tokenizer, o.Task));
+        // 2. Data, tokenised with the model's own tokenizer (and chat template, for chat records), every record checked
+        //    against the model before anything is written.
+        var tokenizerFunctions = tokenizer is null
+            ? TokenizerFunctions.None(model.Config.PadTokenId ?? model.Config.EosTokenIds.FirstOrDefault(), noTokenizer)
+            : TokenizerFunctionsFor(tokenizer, o.Task);
+        var dataset = TrainingDataset.Load(o.DataOptions(dataPath) with { VocabSize = model.Config.VocabSize }, tokenizerFunctions);
         log($"data {dataPath}: {dataset.Report.TrainRows} training rows, {dataset.Report.EvalRows} held-out rows, {dataset.Report.TrainTokens:N0} training tokens");
+        if (dataset.Report.BadRecords > 0)
+            log($"skipped {dataset.Report.BadRecords} bad record(s) (--skip-bad-records), the first: " + string.Join("; ", dataset.Report.BadExamples.Take(3)));
 
         // 3. The adapter, initialised from the run's seed so that a run is reproducible; or, for the layer-wise
         //    full-parameter methods (LISA, HFT), the base model itself, a changing set of its layers trainable.
@@ -62,14 +70,15 @@ public static class FineTune
         log(summary());
 
         // 4. Before: a sample generation (held-out loss comes from the trainer's step-0 evaluation).
-        var prompt = o.Task == "causal_lm" ? o.SamplePrompt ?? DefaultPrompt(o.EvalFile ?? dataPath) : null;
-        var sampleBefore = prompt is null ? null : Sample(tuned, tokenizer, prompt, o.SampleMaxNewTokens);
+        var prompt = o.Task != "causal_lm" ? null : tokenizer is null ? null : o.SamplePrompt ?? DefaultPrompt(o.EvalFile ?? dataPath);
+        if (o.Task == "causal_lm" && tokenizer is null) log($"no before/after sample: {noTokenizer} to turn text into ids and back");
+        var sampleBefore = prompt is null ? null : Sample(tuned, tokenizer!, prompt, o.SampleMaxNewTokens);
 
         // 5. Train.
         var result = Trainer.Run(trainable, dataset.Train, dataset.Eval, o, hooks);
 
         // 6. After.
-        var sampleAfter = prompt is null || result.Reason != StopReason.Completed ? null : Sample(tuned, tokenizer, prompt, o.SampleMaxNewTokens);
+        var sampleAfter = prompt is null || result.Reason != StopReason.Completed ? null : Sample(tuned, tokenizer!, prompt, o.SampleMaxNewTokens);
         return new FineTuneReport(modelDir, dataPath, dataset.Report, summary(),
             result.Evals.FirstOrDefault(e => e.Step == 0), result.Evals.LastOrDefault(e => e.Step > 0),
             prompt, sampleBefore, sampleAfter, result);
@@ -114,13 +123,25 @@ public static class FineTune
         return t.Decode(output[ids.Length..], skipSpecialTokens: true);
     }
 
-    // The start of the first held-out record: something in the new domain to continue.
-    static string DefaultPrompt(string source)
+    /// <summary>Longest default sample prompt, in characters: a few lines, a few dozen tokens.</summary>
+    internal const int MaxDefaultPromptChars = 160;
+
+    /// <summary>
+    /// The start of the first held-out record, something in the new domain to continue: its first three lines, cut to
+    /// <see cref="MaxDefaultPromptChars"/> characters (at a space when there is one), so that a record of one 100 KB
+    /// line costs a short prompt, not minutes of generation.
+    /// </summary>
+    internal static string DefaultPrompt(string source)
     {
         if (Directory.Exists(source)) return "function ";
         foreach (var record in DataReader.Read(source).Take(1))
-            if (record.Fields?.GetValueOrDefault("text") is string text)
-                return string.Join('\n', text.Split('\n').Take(3)) + "\n";
+            if ((record.Fields?.GetValueOrDefault("text") ?? record.Fields?.GetValueOrDefault("prompt")) is string text && text.Length > 0)
+            {
+                var head = string.Join('\n', text.Split('\n').Take(3));
+                if (head.Length <= MaxDefaultPromptChars) return head + "\n";
+                var cut = head.LastIndexOf(' ', MaxDefaultPromptChars - 1);
+                return head[..(cut > MaxDefaultPromptChars / 2 ? cut : MaxDefaultPromptChars)];
+            }
         return "function ";
     }
 }

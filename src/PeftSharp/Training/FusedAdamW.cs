@@ -170,8 +170,7 @@ public sealed class FusedAdamW : IOptimizer
                 CopyInto(file, m.Name + ".exp_avg", g.View(g.ExpAvg, m), m);
                 CopyInto(file, m.Name + ".exp_avg_sq", g.View(g.ExpAvgSq, m), m);
                 if (g.MaxExpAvgSq is { } max) CopyInto(file, m.Name + ".max_exp_avg_sq", g.View(max, m), m);
-                using var step = file.Load(m.Name + ".step");
-                steps.Add(step.item<long>());
+                steps.Add(AdamW.ReadStep(file, m.Name + ".step"));
             }
             if (steps.Count != 1) throw new InvalidDataException($"{path}: the parameters were saved at different step counts ({string.Join(", ", steps)}); resume with AdamW");
             g.Step = steps.Single();

@@ -9,9 +9,12 @@ public sealed record LrSchedule(string Type, double BaseLr, int WarmupSteps, int
 {
     public static readonly string[] Types = ["constant", "constant_with_warmup", "linear", "cosine"];
 
-    /// <summary>transformers' <c>get_warmup_steps</c>: explicit steps win, else <c>ceil(ratio * total)</c>.</summary>
-    public static int WarmupFor(int warmupSteps, double warmupRatio, int totalSteps) =>
-        warmupSteps > 0 ? warmupSteps : (int)Math.Ceiling(totalSteps * warmupRatio);
+    /// <summary>
+    /// transformers' <c>get_warmup_steps</c>: explicit steps win, else <c>ceil(ratio * total)</c>. Unlike transformers,
+    /// an explicit 0 is explicit (null is "not given"), because our warmup ratio does not default to 0.
+    /// </summary>
+    public static int WarmupFor(int? warmupSteps, double warmupRatio, int totalSteps) =>
+        warmupSteps is { } steps ? steps : (int)Math.Ceiling(totalSteps * warmupRatio);
 
     /// <summary>The learning rate used by optimizer step <paramref name="step"/> (0-based).</summary>
     public double At(int step) => BaseLr * Factor(step);

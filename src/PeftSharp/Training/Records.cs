@@ -15,6 +15,8 @@ public enum StopReason
     Interrupted,
     /// <summary>The loss or the gradient norm was NaN or infinite: nothing was saved from that step.</summary>
     NonFinite,
+    /// <summary>The gradient norm stayed exactly 0 (nothing learns any more): no final adapter was saved.</summary>
+    Collapsed,
 }
 
 /// <summary>

@@ -77,12 +77,19 @@ public static class Trainer
             GradientAccumulationSteps = accumulation, TrainRows = train.Count, Schedule = schedule,
         };
 
-        // ---- resume: parameters, optimizer, RNG and data position from the checkpoint
-        if (ResumePath(o) is { } checkpoint)
+        // ---- resume: parameters, optimizer, RNG and data position from the checkpoint, each checked before it is used.
+        //      Nothing is written before this point, so a refused checkpoint or folder leaves the folder as it was.
+        var resumeFrom = ResumePath(o);
+        if (outDir is not null) RunFolder.Claim(outDir, resuming: resumeFrom is not null, o.OverwriteOutputDir);
+        if (resumeFrom is { } checkpoint)
         {
-            var saved = TrainerCheckpoint.Restore(checkpoint, parameters, optimizer);
-            CheckSameRun(saved, state, checkpoint);
-            state = saved;
+            var saved = TrainerCheckpoint.ReadState(checkpoint);
+            CheckSameRun(saved, state, checkpoint, microPerEpoch);
+            TrainerCheckpoint.Restore(checkpoint, parameters, optimizer);
+            if (saved.Schedule.BaseLr != schedule.BaseLr)
+                progress.Message($"resuming with learning rate {schedule.BaseLr:G4} instead of {saved.Schedule.BaseLr:G4}: the schedule keeps its " +
+                    $"shape and its place (step {saved.GlobalStep} of {totalSteps}), and every rate from here on is scaled by {schedule.BaseLr / saved.Schedule.BaseLr:G4}");
+            state = saved with { Schedule = schedule };
             model.Resumed?.Invoke(state.GlobalStep);
         }
         string? lastCheckpoint = outDir is null ? null : TrainerCheckpoint.Latest(outDir);
@@ -97,6 +104,7 @@ public static class Trainer
         var evals = new List<EvalRecord>();
         var reason = StopReason.Completed;
         var message = "";
+        var zeroGradientSteps = 0; // consecutive steps whose gradient norm was exactly 0
         string? adapterDir = null;
         progress.Start(new TrainingPlan(totalSteps, state.GlobalStep, train.Count, eval?.Count ?? 0, batchSize * accumulation, outDir));
         try
@@ -121,14 +129,10 @@ public static class Trainer
                 var step = state.GlobalStep + 1;
 
                 // ---- check, update with the scheduled learning rate
-                if (!double.IsFinite(loss))
+                if (!double.IsFinite(loss) || !double.IsFinite(gradNorm))
                 {
-                    (reason, message) = (StopReason.NonFinite, NonFiniteMessage("loss", loss, step, lastCheckpoint));
-                    break;
-                }
-                if (!double.IsFinite(gradNorm))
-                {
-                    (reason, message) = (StopReason.NonFinite, NonFiniteMessage("gradient norm", gradNorm, step, lastCheckpoint));
+                    var (what, value) = double.IsFinite(loss) ? ("gradient norm", gradNorm) : ("loss", loss);
+                    (reason, message) = (StopReason.NonFinite, NonFiniteMessage(what, value, step, LastGood(step)));
                     break;
                 }
                 var lr = schedule.At(state.GlobalStep);
@@ -145,6 +149,12 @@ public static class Trainer
                 steps.Add(record);
                 metrics?.Step(record);
                 progress.Step(record);
+                zeroGradientSteps = gradNorm == 0 ? zeroGradientSteps + 1 : 0;
+                if (zeroGradientSteps >= CollapsePatience || (step == totalSteps && zeroGradientSteps == steps.Count))
+                {
+                    (reason, message) = (StopReason.Collapsed, CollapsedMessage(zeroGradientSteps, step, loss, LastGood(step - zeroGradientSteps + 1)));
+                    break;
+                }
                 if (eval is not null && o.EvalSteps > 0 && step % o.EvalSteps == 0 && step < totalSteps) Evaluate(step);
                 var saved = false;
                 if (outDir is not null && o.SaveSteps > 0 && step % o.SaveSteps == 0) { SaveCheckpoint(); saved = true; }
@@ -170,9 +180,16 @@ public static class Trainer
             }
             else
             {
-                metrics?.Event(state.GlobalStep + (reason == StopReason.NonFinite ? 1 : 0), reason == StopReason.NonFinite ? "non_finite" : "interrupted", message);
+                var (eventStep, name) = reason switch
+                {
+                    StopReason.NonFinite => (state.GlobalStep + 1, "non_finite"),
+                    StopReason.Collapsed => (state.GlobalStep, "collapsed"),
+                    _ => (state.GlobalStep, "interrupted"),
+                };
+                metrics?.Event(eventStep, name, message);
             }
-            progress.Message(message);
+            // A failed run's message is the caller's to show as an error (the CLI prints it once, as "error: ...").
+            if (reason is StopReason.Completed or StopReason.Interrupted) progress.Message(message);
         }
         finally
         {
@@ -197,6 +214,9 @@ public static class Trainer
             metrics?.Eval(e);
             progress.Eval(e);
         }
+
+        // The newest checkpoint whose weights were not the ones that went wrong at step badStep (those of step badStep-1).
+        string? LastGood(int badStep) => outDir is null ? null : TrainerCheckpoint.LastFinite(outDir, badStep - 1);
 
         void SaveCheckpoint()
         {
@@ -284,8 +304,12 @@ public static class Trainer
             ?? throw new DirectoryNotFoundException($"--resume: no checkpoint-<step> folder in {o.OutputDir} (checkpoints are written every --save-steps and on Ctrl+C)");
     }
 
-    /// <summary>A resumed run must cut the same data the same way, or "the same loss curve" would be a lie.</summary>
-    static void CheckSameRun(TrainerState saved, TrainerState now, string checkpoint)
+    /// <summary>
+    /// A resumed run must cut the same data the same way, or "the same loss curve" would be a lie. The base learning rate
+    /// may change (to recover from a divergence); the schedule's type, warmup and length may not. The saved data position
+    /// must be the one its step count implies.
+    /// </summary>
+    static void CheckSameRun(TrainerState saved, TrainerState now, string checkpoint, int microPerEpoch)
     {
         void Same<T>(T a, T b, string what)
         {
@@ -297,12 +321,45 @@ public static class Trainer
         Same(saved.GradientAccumulationSteps, now.GradientAccumulationSteps, "gradient_accumulation_steps");
         Same(saved.Seed, now.Seed, "seed");
         Same(saved.Shuffle, now.Shuffle, "shuffle");
-        Same(saved.Schedule, now.Schedule, "the learning-rate schedule");
+        Same(saved.Schedule with { BaseLr = now.Schedule.BaseLr }, now.Schedule, "the learning-rate schedule");
+        Same(saved.TotalSteps, now.TotalSteps, "total steps");
+        var (epoch, micro) = PositionAfter(saved.GlobalStep, microPerEpoch, saved.GradientAccumulationSteps);
+        var file = Path.Combine(checkpoint, TrainerCheckpoint.StateFile);
+        if (saved.Epoch != epoch || saved.MicroBatchInEpoch != micro)
+            throw new InvalidDataException($"{file}: fields 'epoch' = {saved.Epoch}, 'micro_batch_in_epoch' = {saved.MicroBatchInEpoch} " +
+                $"do not match 'global_step' = {saved.GlobalStep} (which puts the run at epoch {epoch}, micro-batch {micro}); resume from another checkpoint");
     }
 
-    static string NonFiniteMessage(string what, double value, int step, string? lastCheckpoint) =>
+    /// <summary>Where the loop stands after <paramref name="steps"/> steps, as the loop itself advances.</summary>
+    static (int Epoch, int MicroBatch) PositionAfter(int steps, int microPerEpoch, int accumulation)
+    {
+        int epoch = 0, micro = 0;
+        for (var i = 0; i < steps; i++)
+        {
+            if (micro >= microPerEpoch) (epoch, micro) = (epoch + 1, 0);
+            micro += Math.Min(accumulation, microPerEpoch - micro);
+        }
+        return (epoch, micro);
+    }
+
+    /// <summary>
+    /// Steps in a row with a gradient norm of exactly 0 after which a run counts as collapsed. A live adapter never has
+    /// an exactly-zero global gradient; a collapsed one (bfloat16 logits that saturated, a loss stuck at ln(vocab)) has
+    /// nothing but. Five rather than one so that a single underflowing step does not stop a run.
+    /// </summary>
+    internal const int CollapsePatience = 5;
+
+    static string CollapsedMessage(int zeroSteps, int step, double loss, string? lastGood) =>
+        $"training collapsed: the gradient norm has been exactly 0 for {zeroSteps} step(s) up to step {step} (loss {loss:G6}, which stays put), " +
+        "so nothing is learning and no adapter was saved. A loss stuck at ln(vocabulary size) means uniform predictions; " +
+        "with --bf16 try float32 (drop --bf16), otherwise a lower --learning-rate. " +
+        (lastGood is not null ? $"The last checkpoint from before the collapse is {lastGood}." : "No checkpoint from before the collapse was saved.");
+
+    static string NonFiniteMessage(string what, double value, int step, string? lastGood) =>
         $"the {what} is {value} at step {step}; training stopped without applying that step. " +
-        (lastCheckpoint is not null
-            ? $"The last good checkpoint is {lastCheckpoint}: resume from it with a lower --learning-rate or a smaller --max-grad-norm."
-            : "No checkpoint had been saved (use --save-steps); try a lower --learning-rate, a smaller --max-grad-norm, or check the data.");
+        (lastGood is not null
+            ? $"The last good checkpoint (finite weights, which gave a finite loss) is {lastGood}: resume from it with " +
+              $"--resume-from-checkpoint {lastGood} and a lower --learning-rate (the schedule keeps its shape and place, its rates scale) " +
+              "or a smaller --max-grad-norm."
+            : "No checkpoint before the weights went wrong was saved (use --save-steps); try a lower --learning-rate, a smaller --max-grad-norm, or check the data.");
 }

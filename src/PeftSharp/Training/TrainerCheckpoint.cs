@@ -93,37 +93,111 @@ public static partial class TrainerCheckpoint
         foreach (var (_, path) in all.Take(Math.Max(0, all.Count - keep))) Directory.Delete(path, recursive: true);
     }
 
+    /// <summary>
+    /// Reads and checks <c>trainer_state.json</c>: valid JSON, every field in range. Whether the position fits this
+    /// run's data is the trainer's check, which knows the plan.
+    /// </summary>
     public static TrainerState ReadState(string checkpoint)
     {
         var path = Path.Combine(checkpoint, StateFile);
         if (!File.Exists(path)) throw new FileNotFoundException($"{checkpoint} is not a training checkpoint (no {StateFile})", path);
-        return JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(path), Json)
-            ?? throw new InvalidDataException($"{path} is empty");
+        TrainerState? state;
+        try { state = JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(path), Json); }
+        catch (JsonException e)
+        {
+            var field = string.IsNullOrEmpty(e.Path) || e.Path == "$" ? "" : $" at '{e.Path.TrimStart('$', '.')}'";
+            throw new InvalidDataException($"{path}: not a valid trainer state{field} ({Data.Jsonl.FirstSentence(e.Message)}); resume from another checkpoint");
+        }
+        if (state is null) throw new InvalidDataException($"{path} is empty");
+        void Check(bool ok, string field, object value, string rule)
+        {
+            if (!ok) throw new InvalidDataException($"{path}: field '{field}' is {value}, but it {rule}; resume from another checkpoint");
+        }
+        Check(state.Schedule is not null, "schedule", "missing", "must describe the learning-rate schedule");
+        Check(state.TotalSteps >= 1, "total_steps", state.TotalSteps, "must be at least 1");
+        Check(state.GlobalStep >= 0 && state.GlobalStep <= state.TotalSteps, "global_step", state.GlobalStep, $"must be in [0, total_steps = {state.TotalSteps}]");
+        Check(state.Epoch >= 0, "epoch", state.Epoch, "must not be negative");
+        Check(state.MicroBatchInEpoch >= 0, "micro_batch_in_epoch", state.MicroBatchInEpoch, "must not be negative");
+        Check(state.BatchSize >= 1, "batch_size", state.BatchSize, "must be at least 1");
+        Check(state.GradientAccumulationSteps >= 1, "gradient_accumulation_steps", state.GradientAccumulationSteps, "must be at least 1");
+        Check(state.TrainRows >= 1, "train_rows", state.TrainRows, "must be at least 1");
+        Check(state.Schedule!.TotalSteps == state.TotalSteps, "schedule.total_steps", state.Schedule.TotalSteps, $"must equal total_steps = {state.TotalSteps}");
+        Check(state.Schedule.WarmupSteps >= 0, "schedule.warmup_steps", state.Schedule.WarmupSteps, "must not be negative");
+        Check(double.IsFinite(state.Schedule.BaseLr) && state.Schedule.BaseLr > 0, "schedule.base_lr", state.Schedule.BaseLr, "must be a positive number");
+        Check(LrSchedule.Types.Contains(state.Schedule.Type), "schedule.type", $"'{state.Schedule.Type}'", $"must be one of {string.Join(", ", LrSchedule.Types)}");
+        return state;
     }
 
-    /// <summary>Loads parameters, optimizer state and the RNG from a checkpoint, and returns its loop state.</summary>
-    public static TrainerState Restore(string checkpoint, IReadOnlyList<(string Name, Parameter P)> parameters, IOptimizer optimizer)
+    /// <summary>
+    /// Loads parameters, optimizer state and the RNG from a checkpoint. Every file is checked against this run (names,
+    /// shapes, dtypes, the RNG state's size) before anything is loaded, so a damaged checkpoint fails with its file
+    /// named, never inside libtorch.
+    /// </summary>
+    public static void Restore(string checkpoint, IReadOnlyList<(string Name, Parameter P)> parameters, IOptimizer optimizer)
     {
-        var state = ReadState(checkpoint);
-        using (var file = SafetensorsFile.Open(Path.Combine(checkpoint, TrainableFile)))
-        using (no_grad())
+        using var trainable = OpenChecked(checkpoint, TrainableFile);
+        using var rng = OpenChecked(checkpoint, RngFile);
+        using (OpenChecked(checkpoint, OptimizerFile)) { } // the optimizer checks its own tensors as it loads
+        var missing = parameters.Select(p => p.Name).Where(n => !trainable.Contains(n)).ToList();
+        if (missing.Count > 0)
+            throw new InvalidDataException($"{trainable.Path}: no saved value for trainable parameter '{missing[0]}' " +
+                $"({missing.Count} missing): was it written with another adapter configuration?");
+        foreach (var (name, p) in parameters)
         {
-            var missing = parameters.Select(p => p.Name).Where(n => !file.Contains(n)).ToList();
-            if (missing.Count > 0)
-                throw new InvalidDataException($"{checkpoint}: no saved value for trainable parameter '{missing[0]}' " +
-                    $"({missing.Count} missing): was it written with another adapter configuration?");
+            var info = trainable.Info(name);
+            if (!info.Shape.SequenceEqual(p.shape) || info.DType != p.dtype)
+                throw new InvalidDataException($"{trainable.Path}: '{name}' is {info.DType}[{string.Join(",", info.Shape)}] but the parameter is {p.dtype}[{string.Join(",", p.shape)}]");
+        }
+        using (var now = random.get_rng_state())
+        {
+            var saved = rng.Contains("cpu") ? rng.Info("cpu") : throw new InvalidDataException($"{rng.Path}: no tensor 'cpu' (the CPU generator's state)");
+            if (saved.DType != now.dtype || !saved.Shape.SequenceEqual(now.shape))
+                throw new InvalidDataException($"{rng.Path}: 'cpu' is {saved.DType}[{string.Join(",", saved.Shape)}] but the CPU generator's state is " +
+                    $"{now.dtype}[{string.Join(",", now.shape)}]; the file is damaged, resume from another checkpoint");
+        }
+
+        using (no_grad())
             foreach (var (name, p) in parameters)
             {
-                using var t = file.Load(name);
-                if (!t.shape.SequenceEqual(p.shape))
-                    throw new InvalidDataException($"{checkpoint}: '{name}' has shape [{string.Join(",", t.shape)}] but the parameter is [{string.Join(",", p.shape)}]");
+                using var t = trainable.Load(name);
                 p.copy_(t);
             }
-        }
         optimizer.Load(Path.Combine(checkpoint, OptimizerFile));
-        using (var rng = SafetensorsFile.Open(Path.Combine(checkpoint, RngFile)))
         using (var s = rng.Load("cpu"))
             random.set_rng_state(s);
-        return state;
+    }
+
+    static SafetensorsFile OpenChecked(string checkpoint, string name)
+    {
+        var path = Path.Combine(checkpoint, name);
+        if (!File.Exists(path)) throw new FileNotFoundException($"{checkpoint} is incomplete: it has no {name}", path);
+        return SafetensorsFile.Open(path);
+    }
+
+    /// <summary>
+    /// The newest checkpoint before step <paramref name="beforeStep"/> whose saved parameters are all finite, or null.
+    /// After a non-finite loss at step k the weights that gave it are those of step k-1, so the caller passes k-1.
+    /// </summary>
+    public static string? LastFinite(string outputDir, int beforeStep)
+    {
+        foreach (var (_, path) in All(outputDir).Where(c => c.Step < beforeStep).Reverse())
+            if (AllFinite(Path.Combine(path, TrainableFile))) return path;
+        return null;
+    }
+
+    static bool AllFinite(string file)
+    {
+        try
+        {
+            using var f = SafetensorsFile.Open(file);
+            foreach (var name in f.Names)
+            {
+                using var scope = NewDisposeScope();
+                var t = f.Load(name);
+                if (t.is_floating_point() && !isfinite(t).all().item<bool>()) return false;
+            }
+            return true;
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException or SafetensorsException) { return false; }
     }
 }

@@ -83,9 +83,13 @@ public sealed record TrainingOptions
     public double NumTrainEpochs { get; init; } = 1;
     /// <summary>When positive, the run length in optimizer steps, overriding <see cref="NumTrainEpochs"/>.</summary>
     public int MaxSteps { get; init; } = -1;
-    /// <summary>Steps of linear warmup from 0 to the learning rate.</summary>
-    public int WarmupSteps { get; init; }
-    /// <summary>Used when <see cref="WarmupSteps"/> is 0: warmup = ceil(ratio * total steps), as transformers does.</summary>
+    /// <summary>
+    /// Steps of linear warmup from 0 to the learning rate. Unset defers to <see cref="WarmupRatio"/>; any value given,
+    /// 0 included, wins over it.
+    /// </summary>
+    // transformers reads 0 as "unset", harmless there because its ratio defaults to 0; ours does not.
+    public int? WarmupSteps { get; init; }
+    /// <summary>Used when <see cref="WarmupSteps"/> is not given: warmup = ceil(ratio * total steps), as transformers does.</summary>
     public double WarmupRatio { get; init; } = 0.05;
     /// <summary>Learning-rate schedule after warmup: constant, constant_with_warmup, linear or cosine.</summary>
     public string LrSchedulerType { get; init; } = "cosine";
@@ -122,7 +126,13 @@ public sealed record TrainingOptions
     public int SaveTotalLimit { get; init; }
     /// <summary>Plain-text progress prints one line every this many steps.</summary>
     public int LoggingSteps { get; init; } = 10;
-    /// <summary>latest (or true) resumes from the newest checkpoint in <see cref="OutputDir"/>; else a checkpoint folder.</summary>
+    /// <summary>
+    /// Start over in an <see cref="OutputDir"/> that already holds a run (checkpoints or metrics): its checkpoints and
+    /// metrics are deleted first. Without it such a folder is refused unless resuming, as transformers' example scripts
+    /// refuse a non-empty output_dir without <c>--overwrite_output_dir</c>.
+    /// </summary>
+    public bool OverwriteOutputDir { get; init; }
+    /// <summary>"latest" (or "true") resumes from the newest checkpoint in <see cref="OutputDir"/>; else a checkpoint folder.</summary>
     public string? ResumeFromCheckpoint { get; init; }
     /// <summary>Prompt for the before/after sample; unset: the start of a held-out record.</summary>
     public string? SamplePrompt { get; init; }
@@ -156,7 +166,7 @@ public sealed record TrainingOptions
         Check(PerDeviceEvalBatchSize >= 1, "per_device_eval_batch_size", "must be at least 1");
         Check(GradientAccumulationSteps >= 1, "gradient_accumulation_steps", "must be at least 1");
         Check(MaxSteps > 0 || NumTrainEpochs > 0, "num_train_epochs", "must be positive (or set max_steps)");
-        Check(WarmupSteps >= 0, "warmup_steps", "must not be negative");
+        Check(WarmupSteps is null or >= 0, "warmup_steps", "must not be negative");
         Check(WarmupRatio is >= 0 and < 1, "warmup_ratio", "must be in [0, 1)");
         Check(LrSchedule.Types.Contains(LrSchedulerType), "lr_scheduler_type", $"must be one of {string.Join(", ", LrSchedule.Types)}");
         Check(WeightDecay >= 0, "weight_decay", "must not be negative");

@@ -57,15 +57,23 @@ public static class TrainingOptionsFile
     public static TrainingOptions Apply(TrainingOptions options, IEnumerable<KeyValuePair<string, object?>> entries)
     {
         var copy = options with { };
-        foreach (var (key, value) in entries) Set(copy, key, value);
+        foreach (var (key, value) in entries) Set(copy, key, value, bareFlag: false);
         return copy;
     }
 
-    /// <summary>One override, as the command line gives it: <c>("--learning-rate", "1e-4")</c>; a bare flag has a null value.</summary>
-    public static TrainingOptions With(this TrainingOptions options, string key, string? value) =>
-        Apply(options, [new KeyValuePair<string, object?>(key, value)]);
+    /// <summary>
+    /// One override, as the command line gives it: <c>("--learning-rate", "1e-4")</c>; a bare flag has a null value
+    /// (<c>--packing</c> is true, <c>--resume</c> is "latest"). Whatever key is given, by any of its names, is taken as
+    /// typed: it wins over defaults and the config file.
+    /// </summary>
+    public static TrainingOptions With(this TrainingOptions options, string key, string? value)
+    {
+        var copy = options with { };
+        Set(copy, key, value, bareFlag: value is null);
+        return copy;
+    }
 
-    static void Set(TrainingOptions target, string rawKey, object? value)
+    static void Set(TrainingOptions target, string rawKey, object? value, bool bareFlag)
     {
         var key = Normalize(rawKey);
         if (key == "no_shuffle")
@@ -73,13 +81,14 @@ public static class TrainingOptionsFile
             Properties["shuffle"].SetValue(target, !ParseBool(value, key));
             return;
         }
-        var bareResume = key == "resume" && value is null or "";   // the flag --resume on its own
         key = Aliases.GetValueOrDefault(key, key);
         if (!Properties.TryGetValue(key, out var p))
             throw new ArgumentException($"unknown option '{rawKey}'{Suggest(key)}");
         if (key == "resume_from_checkpoint")
         {
-            if (bareResume || value is true || value is string t && t.Equals("true", StringComparison.OrdinalIgnoreCase)) value = "latest";
+            // A bare --resume (or --resume-from-checkpoint) means the newest checkpoint, as the help says; in a config
+            // file a null value means no resume, as transformers reads None.
+            if (bareFlag || value is "" || value is true || value is string t && t.Equals("true", StringComparison.OrdinalIgnoreCase)) value = "latest";
             else if (value is false || value is string f && f.Equals("false", StringComparison.OrdinalIgnoreCase)) value = null;
         }
         p.SetValue(target, Convert(value, p.PropertyType, key));

@@ -121,4 +121,17 @@ public class OptionsTests
         Assert.StartsWith("step 1/4  loss 2.0000  lr 1.00e-03  1234 tok/s  eta", lines[1]);
         Assert.Equal("eval after step 4: loss 1.5000  perplexity 4.48", lines[4].TrimEnd());
     }
+
+    [Fact]
+    public void A_bare_resume_by_any_of_its_names_means_latest_and_a_null_in_a_file_means_no()
+    {
+        // The CLI passes the canonical key with a null value for a bare --resume.
+        Assert.Equal("latest", new TrainingOptions().With("resume_from_checkpoint", null).ResumeFromCheckpoint);
+        Assert.Equal("latest", new TrainingOptions().With("--resume-from-checkpoint", null).ResumeFromCheckpoint);
+        Assert.Equal("latest", new TrainingOptions().With("--resume", "true").ResumeFromCheckpoint);
+        Assert.Null(new TrainingOptions().With("--resume", "false").ResumeFromCheckpoint);
+        using var dir = new TempDir();
+        Assert.Null(TrainingOptionsFile.Load(dir.File("c.yaml", "resume_from_checkpoint: null\n")).ResumeFromCheckpoint);
+        Assert.Equal("out/checkpoint-4", TrainingOptionsFile.Load(dir.File("d.yaml", "resume: out/checkpoint-4\n")).ResumeFromCheckpoint);
+    }
 }

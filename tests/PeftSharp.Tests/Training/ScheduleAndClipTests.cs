@@ -50,7 +50,8 @@ public class ScheduleAndClipTests
         var cw = new LrSchedule("constant_with_warmup", 2.0, 4, 100);
         Assert.Equal([0.0, 0.5, 1.0, 1.5, 2.0, 2.0], Enumerable.Range(0, 6).Select(cw.At));
         Assert.Equal(2.0, new LrSchedule("constant", 2.0, 4, 100).At(0));
-        Assert.Equal(3, LrSchedule.WarmupFor(0, 0.05, 41));   // ceil(2.05)
+        Assert.Equal(3, LrSchedule.WarmupFor(null, 0.05, 41)); // ceil(2.05)
+        Assert.Equal(0, LrSchedule.WarmupFor(0, 0.05, 41));    // a typed 0 is no warmup, not "use the ratio"
         Assert.Equal(7, LrSchedule.WarmupFor(7, 0.5, 41));    // explicit steps win
     }
 
