@@ -31,19 +31,20 @@ public static class Methods
     // The --lora-* flags and the PEFT keys they set; a method's config has those of them that apply to it.
     static readonly (string Key, Func<TrainingOptions, JsonNode?> Value, Func<TrainingOptions, bool> Given)[] Overrides =
     [
-        ("r", o => o.LoraR, o => o.LoraR != Defaults.LoraR),
-        ("lora_alpha", o => o.LoraAlpha, o => o.LoraAlpha != Defaults.LoraAlpha),
-        ("alpha", o => o.LoraAlpha, o => o.LoraAlpha != Defaults.LoraAlpha),
-        ("lora_dropout", o => o.LoraDropout, o => o.LoraDropout != Defaults.LoraDropout),
+        ("r", o => o.LoraR, o => o.Given.Contains("lora_r") || o.LoraR != Defaults.LoraR),
+        ("lora_alpha", o => o.LoraAlpha, o => o.Given.Contains("lora_alpha") || o.LoraAlpha != Defaults.LoraAlpha),
+        ("alpha", o => o.LoraAlpha, o => o.Given.Contains("lora_alpha") || o.LoraAlpha != Defaults.LoraAlpha),
+        ("lora_dropout", o => o.LoraDropout, o => o.Given.Contains("lora_dropout") || o.LoraDropout != Defaults.LoraDropout),
         ("target_modules", o => o.LoraTargetModules is ["all-linear"] ? "all-linear" : new JsonArray([.. o.LoraTargetModules.Select(m => JsonValue.Create(m))]),
-            o => !o.LoraTargetModules.SequenceEqual(Defaults.LoraTargetModules)),
-        ("use_rslora", o => o.UseRslora, o => o.UseRslora),
-        ("use_dora", o => o.UseDora, o => o.UseDora),
+            o => o.Given.Contains("lora_target_modules") || !o.LoraTargetModules.SequenceEqual(Defaults.LoraTargetModules)),
+        ("use_rslora", o => o.UseRslora, o => o.Given.Contains("use_rslora") || o.UseRslora),
+        ("use_dora", o => o.UseDora, o => o.Given.Contains("use_dora") || o.UseDora),
     ];
 
     /// <summary>
     /// A PEFT <c>adapter_config.json</c> (or ours) as the recipe for a new adapter: every method setting under PEFT's
-    /// own name. Flags that differ from their defaults override the keys they name, where the method has them.
+    /// own name. Flags that were given (typed, or set in the options file) or that differ from their defaults override the
+    /// keys they name, where the method has them.
     /// </summary>
     static PeftConfig FromFile(string path, TrainingOptions o, PresetSettings s)
     {

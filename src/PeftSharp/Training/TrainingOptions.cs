@@ -193,4 +193,10 @@ public sealed record TrainingOptions
             if (!ok) throw new ArgumentException($"option {name} {rule}");
         }
     }
+
+    /// <summary>
+    /// Keys set by name from a config file or the command line, so that a typed value equal to its default still counts
+    /// as given (it overrides what <see cref="AdapterConfig"/> says). A field, so that it is no option itself.
+    /// </summary>
+    internal System.Collections.Immutable.ImmutableHashSet<string> Given = [];
 }

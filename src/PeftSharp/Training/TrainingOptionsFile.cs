@@ -92,6 +92,7 @@ public static class TrainingOptionsFile
             else if (value is false || value is string f && f.Equals("false", StringComparison.OrdinalIgnoreCase)) value = null;
         }
         p.SetValue(target, Convert(value, p.PropertyType, key));
+        target.Given = target.Given.Add(key);
     }
 
     static object? Convert(object? value, Type type, string key)

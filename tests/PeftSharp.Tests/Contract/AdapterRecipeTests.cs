@@ -51,6 +51,10 @@ public class AdapterRecipeTests
             new TrainingOptions { AdapterConfig = path, LoraR = 2, LoraTargetModules = ["v_proj"], Method = "lora" }, Tiny(), 10));
         Assert.Equal((2, 12.0, 0.25), (flags.R, flags.Alpha, flags.RankDropout));
         Assert.Equal(["v_proj"], flags.TargetModules!.Names);
+        // A typed flag wins even when its value is the default (--lora-r 8 over the file's r: 6).
+        var typed = new TrainingOptions { AdapterConfig = path }.With("--lora-r", "8").With("--lora-alpha", "16");
+        var typedDefaults = Assert.IsType<LoHaConfig>(Methods.ConfigFor(typed, Tiny(), 10));
+        Assert.Equal((8, 16.0, 0.25), (typedDefaults.R, typedDefaults.Alpha, typedDefaults.RankDropout));
     }
 
     [Fact]
