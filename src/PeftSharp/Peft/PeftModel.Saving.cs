@@ -73,7 +73,11 @@ public sealed partial class PeftModel
             CheckpointFormat.RefuseIfPickleOnly(folder);
             throw new FileNotFoundException($"{folder}: no {WeightsFile}", weightsPath);
         }
-        AddAdapter(adapterName, config, loading: true);
+        var configPath = Path.Combine(folder, PeftConfigJson.FileName);
+        // A config the model cannot take (r: 0, a target that matches nothing) is named by its file.
+        try { AddAdapter(adapterName, config, loading: true); }
+        catch (ArgumentException ex) when (!ex.Message.Contains(folder)) { throw new ArgumentException($"{configPath}: {ex.Message}", ex); }
+        catch (NotSupportedException ex) when (!ex.Message.Contains(folder)) { throw new NotSupportedException($"{configPath}: {ex.Message}", ex); }
         using var file = SafetensorsFile.Open(weightsPath);
         using var scope = NewDisposeScope();
         var all = file.LoadAll();

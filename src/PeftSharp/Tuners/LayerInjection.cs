@@ -18,6 +18,14 @@ public static class LayerInjection
         var targets = candidates
             .Where(x => allLinear ? IsAllLinearTarget(model, x.Path, x.Module) && !Excluded(config, x.Path) : TargetMatcher.Matches(config, x.Path))
             .Select(x => x.Path).ToList();
+        if (targets.Count == 0 && config.LayersToTransform is { Length: > 0 } wanted)
+        {
+            var layers = candidates.Select(c => TargetMatcher.LayerIndex(c.Path, config.LayersPattern)).OfType<int>().Distinct().Order().ToList();
+            var missing = wanted.Where(i => !layers.Contains(i)).ToList();
+            if (missing.Count > 0)
+                throw new ArgumentException($"layers_to_transform [{string.Join(", ", wanted)}] names layer(s) {string.Join(", ", missing)} " +
+                    $"that {root.Config.Architecture} does not have " + (layers.Count > 0 ? $"(its layers are {layers[0]} to {layers[^1]})" : "(no numbered layers found)"));
+        }
         if (targets.Count == 0)
         {
             var names = candidates.Select(c => c.Path.Split('.')[^1]).Where(n => !int.TryParse(n, out _)).Distinct().Order();

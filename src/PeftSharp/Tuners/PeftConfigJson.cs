@@ -27,13 +27,19 @@ public static class PeftConfigJson
         try { o = JsonNode.Parse(json)?.AsObject() ?? throw new JsonException("empty document"); }
         catch (Exception e) when (e is JsonException or InvalidOperationException)
         { throw new InvalidDataException($"{source}: not a JSON object ({e.Message})", e); }
-        var type = o["peft_type"]?.GetValue<string>()
-            ?? throw new InvalidDataException($"{source}: no \"peft_type\"; is this a PEFT adapter_config.json?");
+        if (o["peft_type"] is null) throw new InvalidDataException($"{source}: no \"peft_type\"; is this a PEFT adapter_config.json?");
+        if (o["peft_type"] is not JsonValue v || !v.TryGetValue<string>(out var type))
+            throw new InvalidDataException($"{source}: \"peft_type\" must be a string such as \"LORA\", not {o["peft_type"]!.ToJsonString()}");
         var tuner = TunerRegistry.Find(type)
             ?? throw new NotSupportedException($"{source}: peft_type '{type}' is not supported; supported: {string.Join(", ", TunerRegistry.Names)}");
         PeftConfig config;
         try { config = (PeftConfig)o.Deserialize(tuner.ConfigType, Options)!; }
         catch (JsonException e) { throw new InvalidDataException($"{source}: {e.Message}", e); }
+        if (config is LayerTunerConfig layered)
+        {
+            CheckPattern(layered.TargetModules, "target_modules", source);
+            CheckPattern(layered.ExcludeModules, "exclude_modules", source);
+        }
         var refused = config.Extra?.Where(kv => tuner.UnsupportedKeys.Contains(kv.Key) && !IsUnset(kv.Value)).ToList() ?? [];
         if (refused.Count > 0)
             throw new NotSupportedException($"{source}: {string.Join(", ", refused.Select(kv => $"\"{kv.Key}\": {kv.Value.GetRawText()}"))}: " +
@@ -43,6 +49,14 @@ public static class PeftConfigJson
         if (unknown.Count > 0)
             Warn($"{source}: ignoring keys PeftSharp does not know (newer PEFT?): {string.Join(", ", unknown)}");
         return config;
+    }
+
+    // PEFT matches a string selector as a whole-path regex; a broken one is the file's fault, not the model's.
+    static void CheckPattern(ModuleSelector? selector, string key, string source)
+    {
+        if (selector?.Regex is not { } re) return;
+        try { _ = new System.Text.RegularExpressions.Regex($"^(?:{re})$"); }
+        catch (ArgumentException e) { throw new InvalidDataException($"{source}: {key} \"{re}\" is not a valid regular expression ({e.Message})", e); }
     }
 
     // PEFT writes an option it was not given as null, false or an empty list or dict.
