@@ -13,7 +13,11 @@ public class LogitMixTests
     static readonly PretrainedModel Large = AutoModel.Load(Repo.Path("models", "tinycode-3m"));
     static readonly PeftModel Small = RandomLora();
 
-    static PeftModel RandomLora()
+    // An explicit static constructor runs before xunit builds the instance, so the models never load inside a test's
+    // dispose scope (which would free their weights when that test ends).
+    static LogitMixTests() { }
+
+    internal static PeftModel RandomLora()
     {
         var pm = PeftModel.Create(AutoModel.Load(Repo.Path("models", "tinycode-3m")), new LoraConfig { R = 4, LoraAlpha = 16, TargetModules = ["all-linear"] });
         var gen = new Generator(5);
