@@ -32,6 +32,8 @@ internal static class GenerateCommand
         var device = Options.Device();
         var cmd = new Command("generate", "Generate text with a model (and adapter)")
             { model, adapter, prompt, promptIds, maxNew, greedy, temperature, topP, topK, repetition, seed, json, chat, dtype, device };
+        var proxy = new ProxyOptions();
+        proxy.AddTo(cmd);
         cmd.SetAction(r =>
         {
             var output = r.InvocationConfiguration.Output;
@@ -50,6 +52,7 @@ internal static class GenerateCommand
                 Seed = r.GetValue(seed),
             }.Validate();
             var config = ModelConfig.Load(modelDir);
+            bool proxied = proxy.Check(r, modelDir, config);
             options = options with { EosTokenIds = config.EosTokenIds, PadTokenId = config.PadTokenId };
             var tokenizer = File.Exists(Path.Combine(modelDir, "tokenizer.json")) ? HfTokenizer.Load(modelDir) : null;
             int[] ids;
@@ -68,6 +71,7 @@ internal static class GenerateCommand
             if (ids.Length == 0 && config.BosTokenId is { } bos) ids = [bos];
 
             var (_, m) = Options.Load(modelDir, r.GetValue(adapter), r.GetValue(dtype), Options.ParseDevice(r.GetValue(device)!));
+            if (proxied) m = proxy.Wrap(r, m, r.GetValue(dtype), m.Device);
             var generated = TextGenerator.Generate(m, [ids], options)[0];
             var decoded = tokenizer?.Decode(generated, skipSpecialTokens: true);
             if (r.GetValue(json))

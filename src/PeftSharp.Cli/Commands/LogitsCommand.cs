@@ -17,15 +17,19 @@ internal static class LogitsCommand
         var dtype = Options.DType();
         var device = Options.Device();
         var cmd = new Command("logits", "Run a model (and adapter) on input ids and write its logits") { model, adapter, inputs, output, dtype, device };
+        var proxy = new ProxyOptions();
+        proxy.AddTo(cmd);
         cmd.SetAction(r =>
         {
             var modelDir = r.GetValue(model)!;
             var config = ModelConfig.Load(modelDir);
+            bool proxied = proxy.Check(r, modelDir, config);
             using var file = SafetensorsFile.Open(r.GetValue(inputs)!);
             using var scope = NewDisposeScope();
             // The inputs are checked before the weights load: a bad id would otherwise surface as libtorch's "index out of range".
             var (ids, mask) = ReadInputs(file, config.VocabSize, modelDir);
             var (_, m) = Options.Load(modelDir, r.GetValue(adapter), r.GetValue(dtype), Options.ParseDevice(r.GetValue(device)!));
+            if (proxied) m = proxy.Wrap(r, m, r.GetValue(dtype), m.Device); // the combined scores, whose log-softmax is decoded
             using var _ = no_grad();
             var logits = m.Forward(ModelInputs.Ids(ids.to(m.Device), mask?.to(m.Device))).to(ScalarType.Float32).cpu();
             SafetensorsWriter.Save(r.GetValue(output)!, new Dictionary<string, Tensor> { ["logits"] = logits }, new Dictionary<string, string> { ["format"] = "pt" });

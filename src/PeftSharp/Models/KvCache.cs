@@ -14,6 +14,9 @@ public sealed class KvCache : IDisposable
 
     readonly bool trackGradients;
 
+    // A composed model's cache (logit mixing) holds one cache per member model and no layers of its own.
+    readonly KvCache[] members = [];
+
     /// <param name="trackGradients">Keep the autograd graph through cached tensors (training prefix tuning, whose
     /// virtual keys/values are parameters); by default cached tensors are detached.</param>
     public KvCache(int layers, bool trackGradients = false)
@@ -23,8 +26,17 @@ public sealed class KvCache : IDisposable
         this.trackGradients = trackGradients;
     }
 
-    /// <summary>Positions cached so far.</summary>
-    public long Length => keys[0]?.shape[2] ?? 0;
+    KvCache(KvCache[] members) : this(0) => this.members = members;
+
+    /// <summary>A cache made of one cache per member of a composed model, in the member order; disposed together.</summary>
+    public static KvCache Of(IReadOnlyList<KvCache> members) =>
+        members.Count > 0 ? new([.. members]) : throw new ArgumentException("a composed cache needs at least one member cache");
+
+    /// <summary>The member caches of a cache made by <see cref="Of"/>; empty for a model's own cache.</summary>
+    public IReadOnlyList<KvCache> Members => members;
+
+    /// <summary>Positions cached so far (a composed cache: its first member's).</summary>
+    public long Length => members.Length > 0 ? members[0].Length : keys[0]?.shape[2] ?? 0;
 
     /// <summary>Appends this step's keys/values for <paramref name="layer"/> and returns all of them.</summary>
     public (Tensor K, Tensor V) Append(int layer, Tensor k, Tensor v)
@@ -58,6 +70,7 @@ public sealed class KvCache : IDisposable
     /// <summary>Keeps only the rows in <paramref name="index"/> (e.g. finished sequences dropped).</summary>
     public void Select(Tensor index)
     {
+        foreach (var m in members) m.Select(index);
         for (int i = 0; i < keys.Length; i++)
         {
             if (keys[i] is null) continue;
@@ -74,5 +87,6 @@ public sealed class KvCache : IDisposable
     {
         foreach (var t in keys) t?.Dispose();
         foreach (var t in values) t?.Dispose();
+        foreach (var m in members) m.Dispose();
     }
 }

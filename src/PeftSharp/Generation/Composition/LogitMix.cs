@@ -1,0 +1,113 @@
+using PeftSharp.Models;
+using PeftSharp.Peft;
+using static TorchSharp.torch;
+
+namespace PeftSharp.Generation.Composition;
+
+/// <summary>The space in which <see cref="LogitMix"/> adds its members' scores.</summary>
+public enum MixSpace
+{
+    /// <summary>Raw logits, as proxy-tuning (Liu et al. 2024, arXiv:2401.08565): z_L + β (z_T − z_B).</summary>
+    Logits,
+
+    /// <summary>Log-probabilities, as EFT up-scaling (Mitchell et al. 2023, arXiv:2310.12962): log p_L + β (log p_T − log p_B).</summary>
+    LogProbs,
+}
+
+/// <summary>One behaviour delta: a small tuned model, the same small model untuned, and how much of their difference to add.</summary>
+public sealed record ExpertDelta(ILanguageModel Tuned, ILanguageModel Untuned, double Beta = 1.0);
+
+/// <summary>
+/// A large model steered by the difference between small tuned and untuned models, decoded as one model:
+/// scores = s(large) + Σ_i β_i (s(tuned_i) − s(untuned_i)), with s the raw logits (<see cref="MixSpace.Logits"/>,
+/// proxy-tuning) or the log-softmax (<see cref="MixSpace.LogProbs"/>, EFT). The two spaces differ, per position, by the
+/// constant Σ β_i (lse(tuned_i) − lse(untuned_i)) + lse(large) only, so they give the same distribution after a
+/// log-softmax for every β; the scores themselves differ, which matters to what <c>logits</c> writes and to the
+/// repetition penalty (it scales scores by their sign), not to greedy, temperature, top-k or top-p decoding.
+/// Each member keeps its own KV cache inside a composed cache (<see cref="KvCache.Of"/>), so generation runs unchanged.
+/// </summary>
+public sealed class LogitMix : ILanguageModel
+{
+    readonly ILanguageModel large;
+    readonly ExpertDelta[] deltas;
+    readonly MixSpace space;
+
+    public LogitMix(ILanguageModel large, IReadOnlyList<ExpertDelta> deltas, MixSpace space)
+    {
+        if (deltas.Count == 0) throw new ArgumentException("give at least one tuned/untuned pair to add to the large model");
+        foreach (var d in deltas)
+            if (!double.IsFinite(d.Beta)) throw new ArgumentException($"beta must be a finite number, not {d.Beta}");
+        this.large = large;
+        this.deltas = [.. deltas];
+        this.space = space;
+        CheckVocabularies();
+    }
+
+    /// <summary>Proxy-tuning: the large model's logits plus β times the small tuned minus the small untuned model's.</summary>
+    public static LogitMix ProxyTuning(ILanguageModel large, ILanguageModel smallTuned, ILanguageModel smallUntuned, double beta = 1.0) =>
+        new(large, [new ExpertDelta(smallTuned, smallUntuned, beta)], MixSpace.Logits);
+
+    /// <summary>EFT up-scaling: the large model's log-probabilities plus each delta's β-weighted log-ratio.</summary>
+    public static LogitMix Eft(ILanguageModel large, params ExpertDelta[] deltas) => new(large, deltas, MixSpace.LogProbs);
+
+    /// <summary>The members in cache order: the large model, then each delta's tuned and untuned model.</summary>
+    IEnumerable<ILanguageModel> Members => deltas.SelectMany(d => new[] { d.Tuned, d.Untuned }).Prepend(large);
+
+    public Device Device => large.Device;
+
+    public KvCache NewCache() => KvCache.Of([.. Members.Select(m => m.NewCache())]);
+
+    public bool CacheExpires(long cached, long total) => Members.Any(m => m.CacheExpires(cached, total));
+
+    /// <summary>Combined scores [B, T, V] in float32 on the large model's device.</summary>
+    public Tensor Forward(ModelInputs inputs)
+    {
+        var caches = inputs.Cache?.Members;
+        int count = 1 + 2 * deltas.Length;
+        if (inputs.Cache is not null && caches!.Count != count)
+            throw new ArgumentException($"this cache has {caches.Count} member caches but the mix has {count} models: make it with LogitMix.NewCache()");
+        using var scope = NewDisposeScope();
+        var scores = Score(large, inputs, caches?[0]);
+        for (int i = 0; i < deltas.Length; i++)
+        {
+            var tuned = Score(deltas[i].Tuned, inputs, caches?[1 + 2 * i]);
+            var untuned = Score(deltas[i].Untuned, inputs, caches?[2 + 2 * i]);
+            CheckShape(scores, tuned, $"delta {i}'s tuned model");
+            CheckShape(scores, untuned, $"delta {i}'s untuned model");
+            scores = scores + deltas[i].Beta * (tuned - untuned);
+        }
+        return scores.MoveToOuterDisposeScope();
+    }
+
+    Tensor Score(ILanguageModel model, ModelInputs inputs, KvCache? cache)
+    {
+        var logits = model.Forward(inputs with { Cache = cache }).to(ScalarType.Float32, Device);
+        return space == MixSpace.LogProbs ? logits.log_softmax(-1) : logits;
+    }
+
+    static void CheckShape(Tensor large, Tensor member, string what)
+    {
+        if (!large.shape.SequenceEqual(member.shape))
+            throw new InvalidOperationException(
+                $"{what} gives scores [{string.Join(",", member.shape)}] but the large model [{string.Join(",", large.shape)}]: the models must share a vocabulary");
+    }
+
+    // Sizes known from the configs are checked up front; others are caught by CheckShape on the first forward.
+    void CheckVocabularies()
+    {
+        if (VocabOf(large) is not { } v) return;
+        for (int i = 0; i < deltas.Length; i++)
+            foreach (var (m, role) in new[] { (deltas[i].Tuned, "tuned"), (deltas[i].Untuned, "untuned") })
+                if (VocabOf(m) is { } w && w != v)
+                    throw new ArgumentException(
+                        $"the large model has a vocabulary of {v} tokens but delta {i}'s {role} model has {w}: the models must share a vocabulary (and tokenizer)");
+    }
+
+    static int? VocabOf(ILanguageModel m) => m switch
+    {
+        PretrainedModel p => p.Config.VocabSize,
+        PeftModel p => p.Base.Config.VocabSize,
+        AdaptersOff a => VocabOf(a.Model),
+        _ => null,
+    };
+}
