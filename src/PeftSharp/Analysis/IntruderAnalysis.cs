@@ -59,7 +59,7 @@ public static class IntruderAnalysis
             using var scope = NewDisposeScope();
             var w0 = baseCkpt.Load(name).to(ScalarType.Float32);
             var w1 = tunedCkpt.Load(name).to(ScalarType.Float32);
-            if (w0.equal(w1).item<bool>()) continue;
+            if (w0.eq(w1).all().item<bool>()) continue;
             var module = name.EndsWith(".weight", StringComparison.Ordinal) ? name[..^".weight".Length] : name;
             reports.Add(Compare(module, w0, w1 - w0, options));
         }
