@@ -109,6 +109,10 @@ public sealed class AdapterDelta : IDisposable
         }
     }
 
+    /// <summary>The safetensors keys of a LoRA module's factors and its scaling, or null when the module has none.</summary>
+    internal (string A, string B, bool Embedding, double Scaling)? LoraFactors(string baseTensor) =>
+        lora.TryGetValue(baseTensor, out var p) ? (p.A, p.B, p.Embedding, p.Scaling) : null;
+
     public bool Changes(string baseTensor) => lora.ContainsKey(baseTensor) || replaced.ContainsKey(baseTensor);
 
     /// <summary>

@@ -1,0 +1,75 @@
+using System.CommandLine;
+using System.Text.Json;
+using PeftSharp.Analysis;
+
+namespace PeftSharp.Cli.Commands;
+
+/// <summary>
+/// <c>peftsharp analyze</c>: the spectra of fine-tuned weights against their base, and the intruder dimensions of
+/// Shuttleworth et al. (PEFT's <c>reduce_intruder_dimension</c>); optionally writes the adapter with intruders scaled down.
+/// </summary>
+internal static class AnalyzeCommand
+{
+    public static Command Create()
+    {
+        var model = Options.Model();
+        var adapter = Options.Adapter();
+        var tuned = new Option<string>("--tuned") { Description = "a fully fine-tuned model folder to compare with --model instead of an adapter" }.Help(value: "<dir>");
+        var json = new Option<bool>("--json") { Description = "print one JSON object instead of a table" };
+        var plot = new Option<string>("--plot") { Description = "write a PNG of the singular spectra and intruders per matrix" }.Help(value: "<file.png>");
+        var topK = Options.WholeNumber("--top-k", "how many leading singular vectors of the tuned weight are checked for intruders")
+            .Must(k => k >= 1, "must be at least 1").Help(defaultText: "10");
+        var epsilon = Options.Number("--epsilon", "a tuned singular vector whose best |cosine| with the base ones is below this is an intruder")
+            .Must(e => e > 0 && e <= 1, "must be in (0, 1]").Help(defaultText: "0.5");
+        var reduce = Options.Number("--reduce-intruders", "write the adapter with its intruder components scaled by this lambda (PEFT's mitigation_lambda, e.g. 0.75) to --out")
+            .Must(l => l is double d && double.IsFinite(d), "must be a finite number").Help(value: "<lambda>");
+        var output = new Option<string>("--out") { Description = "folder for the adapter written by --reduce-intruders" }.Help(value: "<dir>");
+        var cmd = new Command("analyze", "Compare fine-tuned weights with the base: singular spectra, effective rank, intruder dimensions")
+            { model, adapter, tuned, json, plot, topK, epsilon, reduce, output };
+        cmd.SetAction(r =>
+        {
+            var modelDir = r.GetValue(model)!;
+            var adapterDir = r.GetValue(adapter);
+            var tunedDir = r.GetValue(tuned);
+            if ((adapterDir is null) == (tunedDir is null)) throw new ArgumentException("give one of --adapter DIR (a LoRA adapter) or --tuned DIR (a fine-tuned model)");
+            var lambda = r.GetValue(reduce);
+            var outDir = r.GetValue(output);
+            if (lambda is not null && adapterDir is null) throw new ArgumentException("--reduce-intruders works on a LoRA adapter: give --adapter DIR");
+            if (lambda is not null && outDir is null) throw new ArgumentException("--reduce-intruders needs --out DIR for the new adapter");
+            if (lambda is null && outDir is not null) throw new ArgumentException("--out is where --reduce-intruders writes; give --reduce-intruders LAMBDA too");
+            if (outDir is not null) Options.CheckOutputFolder("--out", outDir);
+            var plotPath = r.GetValue(plot);
+            if (plotPath is not null) Options.CheckOutputFolder("--plot", plotPath);
+            foreach (var (option, dir) in new[] { ("--model", modelDir), ("--adapter", adapterDir), ("--tuned", tunedDir) })
+                if (dir is not null && !Directory.Exists(dir)) throw new DirectoryNotFoundException($"{option} {dir}: no such folder");
+
+            var options = new IntruderOptions(r.GetValue(topK) ?? 10, r.GetValue(epsilon) ?? 0.5);
+            var reports = adapterDir is not null
+                ? IntruderAnalysis.AnalyzeAdapter(modelDir, adapterDir, options)
+                : IntruderAnalysis.AnalyzeTuned(modelDir, tunedDir!, options);
+            var stdout = r.InvocationConfiguration.Output;
+            if (plotPath is not null) SpectrumPlot.Save(reports, options, plotPath);
+            if (lambda is double l)
+                IntruderMitigation.WriteReduced(modelDir, adapterDir!, outDir!, options, l);
+            if (r.GetValue(json)) stdout.WriteLine(AnalysisJson.Serialize(reports, options));
+            else
+            {
+                WriteTable(stdout, reports);
+                if (plotPath is not null) stdout.WriteLine($"plot written to {plotPath}");
+                if (lambda is double l2) stdout.WriteLine($"adapter with intruders scaled by {l2} written to {outDir}");
+            }
+            return 0;
+        });
+        return cmd;
+    }
+
+    static void WriteTable(TextWriter o, List<LayerReport> reports)
+    {
+        if (reports.Count == 0) { o.WriteLine("no weight differs from the base"); return; }
+        int width = Math.Max(6, reports.Max(x => x.Module.Length));
+        o.WriteLine($"{"module".PadRight(width)}  {"shape",-11} {"eff. rank dW",12} {"intruders",9}  min cosine (top-k)");
+        foreach (var x in reports)
+            o.WriteLine($"{x.Module.PadRight(width)}  {$"{x.Rows}x{x.Cols}",-11} {x.DeltaEffectiveRank,12:F2} {x.IntruderCount,9}  {(x.Scan.Cosines.Length > 0 ? x.Scan.Cosines.Min() : 1):F3}");
+        o.WriteLine($"total intruders: {reports.Sum(x => x.IntruderCount)} in {reports.Count(x => x.IntruderCount > 0)} of {reports.Count} matrices");
+    }
+}
