@@ -16,6 +16,8 @@ public sealed partial class PeftModel
     public IDisposable RowAdapters(IReadOnlyList<string?> rowAdapters)
     {
         if (rowAdapters.Count == 0) throw new ArgumentException("per-row adapters: name one adapter (or null for the base model) per row");
+        // As PEFT: a batch that mixes adapters is for inference; training one adapter per row is not what this computes.
+        if (Base.training) throw new InvalidOperationException("per-row adapters are for inference: call model.eval() first");
         var layers = TunerLayers().Select(x => x.Layer).ToList();
         if (layers.Any(l => l.Book.RowAdapters is not null)) throw new InvalidOperationException("per-row adapters are already set; dispose the first scope before opening another");
         CheckRowAdapters(rowAdapters.OfType<string>().Distinct(), layers);

@@ -86,6 +86,10 @@ public class RowAdapterTests
         Assert.Contains("3 rows but the batch has 2", Assert.Throws<ArgumentException>(() => pm.Forward(ids, ["a", "b", null])).Message);
         Assert.Contains("'zz'", Assert.Throws<KeyNotFoundException>(() => pm.RowAdapters(["a", "zz"])).Message);
 
+        pm.Base.train();
+        Assert.Contains("model.eval()", Assert.Throws<InvalidOperationException>(() => pm.RowAdapters(["a", null])).Message);
+        pm.Base.eval();
+
         pm.MergeAdapter(["b"]);
         Assert.Contains("adapter 'b' is merged", Assert.Throws<InvalidOperationException>(() => pm.RowAdapters(["a", null])).Message);
         pm.UnmergeAdapter();
