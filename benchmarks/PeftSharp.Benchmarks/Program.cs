@@ -15,6 +15,7 @@ var benchmarks = new Dictionary<string, Func<string[], int>>
     ["merge"] = MergeBenchmark.Run,
     ["gpu-train"] = GpuTrainBenchmark.Run,
     ["tokenize"] = TokenizeBenchmark.Run,
+    ["row-adapters"] = RowAdapterBenchmark.Run,
     [TrainBenchmarks.ChildVerb] = TrainBenchmarks.RunOne,
     [MergeBenchmark.ChildVerb] = MergeBenchmark.RunOne,
 };

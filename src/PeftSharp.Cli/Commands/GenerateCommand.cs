@@ -12,7 +12,12 @@ internal static class GenerateCommand
     public static Command Create()
     {
         var model = Options.Model(required: false);
-        var adapter = Options.Adapter();
+        var adapter = AdapterSet.Option();
+        var rowAdapters = AdapterSet.RowsOption("prompt (--prompts lines, or the one prompt)");
+        var promptsFile = new Option<string>("--prompts")
+        {
+            Description = "JSON Lines file of prompts, one {\"prompt\": \"...\", \"adapter\": \"a\"} per line (adapter optional; 'base' for none), generated as one batch",
+        }.Help(value: "<file.jsonl>");
         var prompt = new Option<string>("--prompt") { Description = "prompt text, encoded with the model folder's tokenizer.json" }.Help(value: "<text>");
         var promptIds = Options.TokenIds("--prompt-ids", "prompt as token ids, comma-separated (instead of --prompt)");
         var maxNew = Options.WholeNumber("--max-new-tokens", "most tokens to generate (0 or more)").Default(64, "64");
@@ -31,7 +36,7 @@ internal static class GenerateCommand
         var dtype = Options.DType();
         var device = Options.Device();
         var cmd = new Command("generate", "Generate text with a model (and adapter)")
-            { model, adapter, prompt, promptIds, maxNew, greedy, temperature, topP, topK, repetition, seed, json, chat, dtype, device };
+            { model, adapter, rowAdapters, prompt, promptIds, promptsFile, maxNew, greedy, temperature, topP, topK, repetition, seed, json, chat, dtype, device };
         var proxy = new ProxyOptions();
         proxy.AddTo(cmd);
         cmd.SetAction(r =>
@@ -55,29 +60,46 @@ internal static class GenerateCommand
             bool proxied = proxy.Check(r, modelDir, config);
             options = options with { EosTokenIds = config.EosTokenIds, PadTokenId = config.PadTokenId };
             var tokenizer = File.Exists(Path.Combine(modelDir, "tokenizer.json")) ? HfTokenizer.Load(modelDir) : null;
-            int[] ids;
-            if (r.GetValue(promptIds) is { Length: > 0 } given) // an array option not given parses as empty
+            var rows = r.GetValue(rowAdapters);
+            List<int[]> prompts;
+            if (r.GetValue(promptsFile) is { } file)
+            {
+                var tok = tokenizer ?? throw new ArgumentException($"--prompts needs {modelDir}/tokenizer.json");
+                var lines = PromptLines.Read(file);
+                if (lines.Any(l => l.Adapter is not null))
+                {
+                    if (rows is { Length: > 0 }) throw new ArgumentException($"--row-adapters: {file} names adapters already; give them in one place");
+                    rows = lines.Select(l => l.Adapter ?? AdapterSet.BaseRow).ToArray();
+                }
+                prompts = lines.Select(l => r.GetValue(chat) ? tok.GetChatTemplate().Encode(tok, [new ChatMessage("user", l.Prompt)], addGenerationPrompt: true).Ids : tok.Encode(l.Prompt)).ToList();
+            }
+            else if (r.GetValue(promptIds) is { Length: > 0 } given) // an array option not given parses as empty
             {
                 Options.CheckTokenIds("--prompt-ids", given.Select(i => (long)i), config.VocabSize, modelDir);
-                ids = given;
+                prompts = [given];
             }
             else if (r.GetValue(prompt) is { } text)
             {
                 var tok = tokenizer ?? throw new ArgumentException($"--prompt needs {modelDir}/tokenizer.json; use --prompt-ids instead");
                 // As apply_chat_template(add_generation_prompt=True): the template writes its own special tokens.
-                ids = r.GetValue(chat) ? tok.GetChatTemplate().Encode(tok, [new ChatMessage("user", text)], addGenerationPrompt: true).Ids : tok.Encode(text);
+                prompts = [r.GetValue(chat) ? tok.GetChatTemplate().Encode(tok, [new ChatMessage("user", text)], addGenerationPrompt: true).Ids : tok.Encode(text)];
             }
-            else throw new ArgumentException("give --prompt TEXT or --prompt-ids 1,2,3");
-            if (ids.Length == 0 && config.BosTokenId is { } bos) ids = [bos];
+            else throw new ArgumentException("give --prompt TEXT, --prompt-ids 1,2,3 or --prompts FILE.jsonl");
+            if (config.BosTokenId is { } bos) prompts = prompts.Select(p => p.Length == 0 ? [bos] : p).ToList();
+            var adapters = AdapterSet.Parse(r.GetValue(adapter), rows);
+            adapters.CheckRows(prompts.Count, "the prompts");
 
-            var (_, m) = Options.Load(modelDir, r.GetValue(adapter), r.GetValue(dtype), Options.ParseDevice(r.GetValue(device)!));
-            if (proxied) m = proxy.Wrap(r, m, r.GetValue(dtype), m.Device);
-            var generated = TextGenerator.Generate(m, [ids], options)[0];
-            var decoded = tokenizer?.Decode(generated, skipSpecialTokens: true);
-            if (r.GetValue(json))
-                output.WriteLine(JsonSerializer.Serialize(new { ids = generated, text = decoded }));
-            else
-                output.WriteLine(decoded ?? string.Join(",", generated));
+            var m = adapters.Load(modelDir, r.GetValue(dtype), Options.ParseDevice(r.GetValue(device)!));
+            // Proxy-tuning steers m (its rows keep their adapters) with the small pair's correction.
+            var decoder = proxied ? proxy.Wrap(r, m, r.GetValue(dtype), m.Device) : m;
+            foreach (var generated in adapters.Run(m, () => TextGenerator.Generate(decoder, prompts, options)))
+            {
+                var decoded = tokenizer?.Decode(generated, skipSpecialTokens: true);
+                if (r.GetValue(json))
+                    output.WriteLine(JsonSerializer.Serialize(new { ids = generated, text = decoded }));
+                else
+                    output.WriteLine(decoded ?? string.Join(",", generated));
+            }
             return 0;
         });
         return cmd;

@@ -11,27 +11,30 @@ internal static class LogitsCommand
     public static Command Create()
     {
         var model = Options.Model();
-        var adapter = Options.Adapter();
+        var adapter = AdapterSet.Option();
+        var rowAdapters = AdapterSet.RowsOption("row of --inputs");
         var inputs = new Option<string>("--inputs") { Description = "safetensors file with input_ids (integers, [batch, length]) and optionally attention_mask (0/1, the same shape)", Required = true }.Help(value: "<file>");
         var output = new Option<string>("--out") { Description = "safetensors file to write 'logits' (float32 [batch, length, vocabulary]) to", Required = true }.Help(value: "<file>");
         var dtype = Options.DType();
         var device = Options.Device();
-        var cmd = new Command("logits", "Run a model (and adapter) on input ids and write its logits") { model, adapter, inputs, output, dtype, device };
+        var cmd = new Command("logits", "Run a model (and adapter) on input ids and write its logits") { model, adapter, rowAdapters, inputs, output, dtype, device };
         var proxy = new ProxyOptions();
         proxy.AddTo(cmd);
         cmd.SetAction(r =>
         {
             var modelDir = r.GetValue(model)!;
+            var adapters = AdapterSet.Parse(r.GetValue(adapter), r.GetValue(rowAdapters));
             var config = ModelConfig.Load(modelDir);
             bool proxied = proxy.Check(r, modelDir, config);
             using var file = SafetensorsFile.Open(r.GetValue(inputs)!);
             using var scope = NewDisposeScope();
             // The inputs are checked before the weights load: a bad id would otherwise surface as libtorch's "index out of range".
             var (ids, mask) = ReadInputs(file, config.VocabSize, modelDir);
-            var (_, m) = Options.Load(modelDir, r.GetValue(adapter), r.GetValue(dtype), Options.ParseDevice(r.GetValue(device)!));
-            if (proxied) m = proxy.Wrap(r, m, r.GetValue(dtype), m.Device); // the combined scores, whose log-softmax is decoded
+            adapters.CheckRows((int)ids.shape[0], $"{r.GetValue(inputs)} (input_ids)");
+            var m = adapters.Load(modelDir, r.GetValue(dtype), Options.ParseDevice(r.GetValue(device)!));
+            var scorer = proxied ? proxy.Wrap(r, m, r.GetValue(dtype), m.Device) : m; // the combined scores, whose log-softmax is decoded
             using var _ = no_grad();
-            var logits = m.Forward(ModelInputs.Ids(ids.to(m.Device), mask?.to(m.Device))).to(ScalarType.Float32).cpu();
+            var logits = adapters.Run(m, () => scorer.Forward(ModelInputs.Ids(ids.to(m.Device), mask?.to(m.Device)))).to(ScalarType.Float32).cpu();
             SafetensorsWriter.Save(r.GetValue(output)!, new Dictionary<string, Tensor> { ["logits"] = logits }, new Dictionary<string, string> { ["format"] = "pt" });
             r.InvocationConfiguration.Output.WriteLine($"wrote logits [{string.Join(",", logits.shape)}] to {r.GetValue(output)}");
             return 0;

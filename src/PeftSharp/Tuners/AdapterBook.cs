@@ -17,6 +17,8 @@ public interface IAdapterBook
     /// <summary>Merges additive deltas (given in the base weight's storage layout) for the adapters not merged yet.</summary>
     void MergeDeltas(IEnumerable<string> adapters, Func<string, Tensor> delta, bool safe);
     void Unmerge();
+    /// <summary>Per-row adapters for mixed batches (null: every row uses the active set); set by PeftModel.RowAdapters.</summary>
+    RowGroups? RowAdapters { get; set; }
 }
 
 /// <summary>Settings of a layer whose adapters have none beyond their tensors.</summary>
@@ -41,6 +43,7 @@ public sealed class AdapterBook<TSettings> : IAdapterBook
     /// <summary>Adapters whose output is added, in order (names this layer does not hold are skipped).</summary>
     public IReadOnlyList<string> Active { get => active; set => active = value.ToList(); }
     public bool Disabled { get; set; }
+    public RowGroups? RowAdapters { get; set; }
     public IReadOnlyList<string> Merged => merges.Adapters;
     public bool IsMerged => merges.Any;
 

@@ -49,6 +49,9 @@ public interface ITunerLayer
     /// <summary>Drops the adapter's sub-modules and tensors (the book has already forgotten it).</summary>
     void RemoveTensors(string adapter);
 
+    /// <summary>Whether the forward honours <see cref="IAdapterBook.RowAdapters"/> (one adapter per batch row).</summary>
+    bool MixesRows => false;
+
     bool CanMerge { get; }
     /// <summary>Writes the adapters into the base weights in place.</summary>
     void MergeInPlace(IReadOnlyList<string> adapters, bool safe);

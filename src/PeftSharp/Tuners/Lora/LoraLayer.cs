@@ -102,31 +102,52 @@ public sealed class LoraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
 
     public override Tensor forward(Tensor x)
     {
+        if (book.RowAdapters is { } rows && !book.Disabled) return MixedForward(x, rows);
         if (book.RunsBaseOnly) return base_layer.call(x);
         using var scope = NewDisposeScope();
         var result = base_layer.call(x);
         bool training = book.Training;
         foreach (var (a, s) in book.ActiveAdapters)
         {
-            if (kind == BaseKind.Embedding)
-            {
-                var afterA = A(a).t().index_select(0, x.reshape(-1)).view([.. x.shape, -1]);
-                result = result + (matmul(afterA, B(a).t()) * s.Scaling).to(result.dtype);
-                continue;
-            }
-            if (!UsesDora(a) && IsLowPrecision(x.dtype) && A(a).dtype != x.dtype)
-            {
+            if (kind != BaseKind.Embedding && !UsesDora(a) && IsLowPrecision(x.dtype) && A(a).dtype != x.dtype)
                 result = AddLowPrecision(result, x, a, s, training);
-                continue;
-            }
-            var xa = x.to(A(a).dtype);
-            var dropped = s.Dropout > 0 ? nn.functional.dropout(xa, s.Dropout, training) : xa;
-            if (UsesDora(a))
-                result = result + Dora.Forward(this, a, dropped, result, s.Dropout > 0 && training).to(result.dtype);
             else
-                result = result + (lora_B[a].call(lora_A[a].call(dropped)) * s.Scaling).to(result.dtype);
+                result = result + AdapterOutput(a, s, x, result, training).to(result.dtype);
         }
         return result.MoveToOuterDisposeScope();
+    }
+
+    public bool MixesRows => true;
+
+    /// <summary>One batch, one adapter per row: each adapter runs on its rows only and is added into them (index_add).</summary>
+    Tensor MixedForward(Tensor x, RowGroups rows)
+    {
+        rows.Check(x);
+        using var scope = NewDisposeScope();
+        var baseOutput = base_layer.call(x);
+        var result = baseOutput;
+        foreach (var (a, idx) in rows.Groups)
+        {
+            if (!book.Contains(a)) continue;
+            var output = AdapterOutput(a, book[a], x.index_select(0, idx), baseOutput.index_select(0, idx), book.Training);
+            result = result.index_add(0, idx, output.to(result.dtype), 1);
+        }
+        return result.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>What adapter <paramref name="a"/> adds to <paramref name="baseOutput"/> for input <paramref name="x"/>.</summary>
+    Tensor AdapterOutput(string a, Settings s, Tensor x, Tensor baseOutput, bool training)
+    {
+        if (kind == BaseKind.Embedding)
+        {
+            var afterA = A(a).t().index_select(0, x.reshape(-1)).view([.. x.shape, -1]);
+            return matmul(afterA, B(a).t()) * s.Scaling;
+        }
+        var xa = x.to(A(a).dtype);
+        var dropped = s.Dropout > 0 ? nn.functional.dropout(xa, s.Dropout, training) : xa;
+        return UsesDora(a)
+            ? Dora.Forward(this, a, dropped, baseOutput, s.Dropout > 0 && training)
+            : lora_B[a].call(lora_A[a].call(dropped)) * s.Scaling;
     }
 
     static bool IsLowPrecision(ScalarType t) => t is ScalarType.BFloat16 or ScalarType.Float16;
