@@ -4,7 +4,6 @@ using PeftSharp.Models;
 using PeftSharp.Peft;
 using PeftSharp.Tokenization;
 using PeftSharp.Tuners;
-using PeftSharp.Tuners.Lora;
 using static TorchSharp.torch;
 
 namespace PeftSharp.Training;
@@ -52,7 +51,7 @@ public static class FineTune
             log($"skipped {dataset.Report.BadRecords} bad record(s) (--skip-bad-records), the first: " + string.Join("; ", dataset.Report.BadExamples.Take(3)));
 
         // 3. The adapter, initialised from the run's seed so that a run is reproducible; or, for the layer-wise
-        //    full-parameter methods (LISA, HFT), the base model itself, a changing set of its layers trainable.
+        //    full-parameter methods (Training/Layerwise), the base model itself, a changing set of its layers trainable.
         TorchSharp.torch.manual_seed(o.Seed);
         ILanguageModel tuned;
         TrainableModel trainable;
