@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.RegularExpressions;
 
 namespace PeftSharp.Training;
@@ -48,20 +47,9 @@ internal static partial class RunFolder
         {
             var m = Temporary().Match(Path.GetFileName(dir));
             if (!m.Success || !int.TryParse(m.Groups[1].Value, out var pid)) continue;
-            if (pid != Environment.ProcessId && IsAlive(pid)) continue;
+            if (IO.Leftovers.IsAlive(pid)) continue; // our own pid counts as gone: we have not started saving yet
             try { Directory.Delete(dir, recursive: true); }
             catch (IOException) { } // removed by someone else meanwhile
         }
-    }
-
-    static bool IsAlive(int pid)
-    {
-        try
-        {
-            using var p = Process.GetProcessById(pid);
-            return !p.HasExited;
-        }
-        catch (ArgumentException) { return false; }      // no such process
-        catch (InvalidOperationException) { return false; }
     }
 }
