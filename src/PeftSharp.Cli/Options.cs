@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
 using PeftSharp.Models;
-using PeftSharp.Peft;
 using static TorchSharp.torch;
 
 namespace PeftSharp.Cli;
@@ -62,14 +61,6 @@ internal static class Options
 
     /// <summary>The bundled default model, next to the executable.</summary>
     public static string BundledModel => System.IO.Path.Combine(AppContext.BaseDirectory, "models", "tinycode-3m");
-
-    /// <summary>A base model, with the adapter applied when one is given.</summary>
-    public static (PretrainedModel Base, ILanguageModel Model) Load(string modelDir, string? adapterDir, ScalarType dtype, Device device)
-    {
-        var model = AutoModel.Load(modelDir, dtype, device);
-        if (adapterDir is null) return (model, model);
-        return (model, PeftModel.FromPretrained(model, adapterDir));
-    }
 
     /// <summary>An output folder must be creatable: not an existing file, not under one.</summary>
     public static void CheckOutputFolder(string option, string folder)
