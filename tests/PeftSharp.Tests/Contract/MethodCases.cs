@@ -8,6 +8,7 @@ using PeftSharp.Tuners.IA3;
 using PeftSharp.Tuners.LnTuning;
 using PeftSharp.Tuners.LoHa;
 using PeftSharp.Tuners.LoKr;
+using PeftSharp.Tuners.Loldu;
 using PeftSharp.Tuners.Lora;
 using PeftSharp.Tuners.Miss;
 using PeftSharp.Tuners.PrefixTuning;
@@ -81,6 +82,9 @@ internal static class MethodCases
             { Mergeable = true, Random = true },
         new("miss-bat", Llama, () => new MissConfig { R = 8, InitWeights = "bat", TargetModules = Targets("q_proj", "v_proj", "down_proj") }, 1e-2)
             { Mergeable = true },
+        new("loldu", Llama, () => new LolduConfig { R = 8, Alpha = 8, LolduDropout = 0.2, TargetModules = Targets("q_proj", "v_proj", "down_proj") }, 5e-2)
+            { Mergeable = true, Random = true },
+        new("loldu-gpt2", Gpt2, () => new LolduConfig { R = 4, Alpha = 4, TargetModules = Targets("c_attn", "c_fc") }, 5e-2) { Mergeable = true },
         new("ln-tuning-llama", Llama, () => new LnTuningConfig { TaskType = "CAUSAL_LM" }) { Mergeable = true },
         new("ln-tuning-gpt2", Gpt2, () => new LnTuningConfig { TaskType = "CAUSAL_LM" }) { Mergeable = true },
         new("bottleneck-houlsby-llama", Llama, () => new BottleneckConfig { AdapterType = "sequential", Placement = "both", ReductionFactor = 8, AdapterDropout = 0.5 })
