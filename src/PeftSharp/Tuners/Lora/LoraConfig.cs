@@ -25,14 +25,12 @@ public sealed record LoraConfig : LayerTunerConfig
     public Dictionary<string, double> RankPattern { get; init; } = new();
     public Dictionary<string, double> AlphaPattern { get; init; } = new();
     public bool LoraBias { get; init; }
+    // Written as null when unset, as PEFT writes them.
     /// <summary>EVA's settings (init_lora_weights "eva"); unset: PEFT's defaults.</summary>
-    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public EvaConfig? EvaConfig { get; init; }
     /// <summary>CorDA's settings (init_lora_weights "corda"); unset: IPM.</summary>
-    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public CordaConfig? CordaConfig { get; init; }
     /// <summary>LoRA-GA's settings (init_lora_weights "lora_ga"); unset: PEFT's defaults.</summary>
-    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public LoraGaConfig? LoraGaConfig { get; init; }
 
     public int RankFor(string path) => TargetMatcher.PatternKey(RankPattern, path) is { } k ? (int)RankPattern[k] : R;
