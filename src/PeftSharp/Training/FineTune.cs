@@ -64,6 +64,14 @@ public static class FineTune
         else
         {
             var peft = AdapterFactory(model, o with { MaxSteps = TotalSteps(o, dataset) });
+            // Data-aware inits (EVA, CorDA, LoRA-GA) see the first training batches before the first step.
+            if (o.InitAdapter is null && Calibration.Needed(peft))
+            {
+                var batches = Calibration.FirstBatches(dataset.Train, o);
+                log($"calibrating the adapter's initialisation on {batches.Count} training batch(es)");
+                Calibration.Run(peft, batches, o.Task);
+                foreach (var b in batches) b.Dispose();
+            }
             (tuned, trainable, summary) = (peft, Methods.Trainable(peft, o.Task), peft.TrainableParametersSummary);
         }
         log(summary());

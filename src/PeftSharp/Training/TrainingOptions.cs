@@ -35,6 +35,12 @@ public sealed record TrainingOptions
     public double LoraDropout { get; init; } = 0.05;
     /// <summary>Module names to adapt, comma-separated, or all-linear (every linear layer but the output head).</summary>
     public string[] LoraTargetModules { get; init; } = ["all-linear"];
+    /// <summary>
+    /// Data-aware inits (eva, corda, corda-kpm, lora-ga) calibrate on the first this many training micro-batches, in
+    /// training order, before the first step: EVA's incremental PCA cycles over them until its components settle,
+    /// CorDA averages its input covariance and LoRA-GA its gradient estimate over them.
+    /// </summary>
+    public int InitBatches { get; init; } = 16;
     /// <summary>LISA: how many decoder layers train at a time (besides embeddings and head).</summary>
     public int LisaActiveLayers { get; init; } = 2;
     /// <summary>LISA and HFT: re-sample the trained layers (HFT: the frozen half) every this many steps.</summary>
@@ -184,6 +190,7 @@ public sealed record TrainingOptions
         Check(LoraDropout is >= 0 and < 1, "lora_dropout", "must be in [0, 1)");
         Check(Methods.Names.Contains(Method.ToLowerInvariant()) || Layerwise.LayerwiseMethods.Handles(Method), "method",
             $"'{Method}' is not one of {string.Join(", ", Methods.Names.Concat(Layerwise.LayerwiseMethods.Names))}");
+        Check(InitBatches >= 1, "init_batches", "must be at least 1");
         Check(LisaActiveLayers >= 1, "lisa_active_layers", "must be at least 1");
         Check(LisaInterval >= 1, "lisa_interval", "must be at least 1");
         return this;

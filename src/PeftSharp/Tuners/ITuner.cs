@@ -39,6 +39,14 @@ public interface ITuner
     /// </summary>
     PeftConfig BeforeSave(PeftModel model, string adapter, PeftConfig config, Dictionary<string, Tensor> tensors, bool convertToLora) => config;
 
+    /// <summary>Whether <paramref name="config"/>'s initialisation needs data (<see cref="Calibrate"/>) before training.</summary>
+    bool NeedsCalibration(PeftConfig config) => false;
+    /// <summary>
+    /// Data-aware initialisation of <paramref name="adapter"/> (EVA, CorDA, LoRA-GA), run once after it is added and
+    /// before the first training step; it may change the adapter's tensors, ranks and the base weights it adapts.
+    /// </summary>
+    void Calibrate(PeftModel model, string adapter, CalibrationData data) { }
+
     static readonly IReadOnlySet<string> NoKeys = new HashSet<string>();
 }
 

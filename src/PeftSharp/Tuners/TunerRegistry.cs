@@ -2,6 +2,7 @@ using PeftSharp.Tuners.AdaLora;
 using PeftSharp.Tuners.IA3;
 using PeftSharp.Tuners.LoHa;
 using PeftSharp.Tuners.LoKr;
+using PeftSharp.Tuners.Loldu;
 using PeftSharp.Tuners.Lora;
 using PeftSharp.Tuners.Miss;
 using PeftSharp.Tuners.Vera;
@@ -39,6 +40,7 @@ public static class TunerRegistry
         Register(new BottleneckTuner());
         Register(new SsfTuner());
         Register(new BitFitTuner());
+        Register(new LolduTuner());
     }
 
     public static void Register(ITuner tuner) => Tuners[tuner.PeftType] = tuner;

@@ -1,3 +1,5 @@
+using PeftSharp.Peft;
+using PeftSharp.Tests.Tuners;
 using PeftSharp.Tuners;
 using PeftSharp.Tuners.AdaLora;
 using PeftSharp.Tuners.BitFit;
@@ -6,6 +8,7 @@ using PeftSharp.Tuners.IA3;
 using PeftSharp.Tuners.LnTuning;
 using PeftSharp.Tuners.LoHa;
 using PeftSharp.Tuners.LoKr;
+using PeftSharp.Tuners.Loldu;
 using PeftSharp.Tuners.Lora;
 using PeftSharp.Tuners.Miss;
 using PeftSharp.Tuners.PrefixTuning;
@@ -34,6 +37,10 @@ public sealed record MethodCase(string Name, string Model, Func<PeftConfig> Conf
     public int VirtualTokens { get; init; }
     /// <summary>The PEFT 0.21 reference adapter of this method in tests/fixtures/peft-reference/adapters, if any.</summary>
     public string? Fixture { get; init; }
+    /// <summary>Run on a fresh adapter before anything else: a data-aware init's calibration (EVA, CorDA, LoRA-GA).</summary>
+    public Action<PeftModel>? Prepare { get; init; }
+    /// <summary>The init moved part of the base into the adapter (CorDA, LoRA-GA): disabled, the model runs the residual base.</summary>
+    public bool ResidualBase { get; init; }
 
     public override string ToString() => Name;
 }
@@ -51,6 +58,14 @@ internal static class MethodCases
             { Mergeable = true, Random = true, Fixture = "llama-lora-alllinear-rslora" },
         new("dora", Llama, () => new LoraConfig { R = 4, LoraAlpha = 8, UseDora = true, LoraDropout = 0.2, TargetModules = Targets("q_proj", "v_proj") })
             { Mergeable = true, Random = true, Fixture = "llama-dora" },
+        new("lora-orthogonal", Llama, () => new LoraConfig { R = 4, LoraAlpha = 8, LoraDropout = 0.2, InitLoraWeights = "orthogonal", TargetModules = Targets("q_proj", "v_proj") })
+            { Mergeable = true, Random = true },
+        new("eva", Llama, () => new LoraConfig { R = 4, LoraAlpha = 8, LoraDropout = 0.2, InitLoraWeights = "eva", EvaConfig = new EvaConfig(), TargetModules = Targets("q_proj", "v_proj", "down_proj") })
+            { Mergeable = true, Random = true, Prepare = Calibrate },
+        new("corda-kpm", Llama, () => new LoraConfig { R = 4, LoraAlpha = 8, LoraDropout = 0.2, InitLoraWeights = "corda", CordaConfig = new CordaConfig { CordaMethod = "kpm" }, TargetModules = Targets("q_proj", "v_proj", "down_proj") })
+            { Mergeable = true, Random = true, Prepare = Calibrate, ResidualBase = true },
+        new("lora-ga-gpt2", Gpt2, () => new LoraConfig { R = 4, LoraAlpha = 8, LoraDropout = 0.2, FanInFanOut = true, InitLoraWeights = "lora_ga", LoraGaConfig = new LoraGaConfig(), TargetModules = Targets("c_attn", "c_fc") })
+            { Mergeable = true, Random = true, Prepare = Calibrate, ResidualBase = true },
         new("lora-conv1d-gpt2", Gpt2, () => new LoraConfig { R = 4, LoraAlpha = 8, LoraDropout = 0.2, FanInFanOut = true, TargetModules = Targets("c_attn", "c_fc") })
             { Mergeable = true, Random = true, Fixture = "gpt2-lora-conv1d" },
         new("ia3", Llama, () => new IA3Config { TargetModules = Targets("k_proj", "v_proj", "down_proj"), FeedforwardModules = Targets("down_proj") }, 0.1)
@@ -67,6 +82,9 @@ internal static class MethodCases
             { Mergeable = true, Random = true },
         new("miss-bat", Llama, () => new MissConfig { R = 8, InitWeights = "bat", TargetModules = Targets("q_proj", "v_proj", "down_proj") }, 1e-2)
             { Mergeable = true },
+        new("loldu", Llama, () => new LolduConfig { R = 8, Alpha = 8, LolduDropout = 0.2, TargetModules = Targets("q_proj", "v_proj", "down_proj") }, 5e-2)
+            { Mergeable = true, Random = true },
+        new("loldu-gpt2", Gpt2, () => new LolduConfig { R = 4, Alpha = 4, TargetModules = Targets("c_attn", "c_fc") }, 5e-2) { Mergeable = true },
         new("ln-tuning-llama", Llama, () => new LnTuningConfig { TaskType = "CAUSAL_LM" }) { Mergeable = true },
         new("ln-tuning-gpt2", Gpt2, () => new LnTuningConfig { TaskType = "CAUSAL_LM" }) { Mergeable = true },
         new("bottleneck-houlsby-llama", Llama, () => new BottleneckConfig { AdapterType = "sequential", Placement = "both", ReductionFactor = 8, AdapterDropout = 0.5 })
@@ -88,6 +106,10 @@ internal static class MethodCases
         new("p-tuning-lstm", Llama, () => new PromptEncoderConfig { NumVirtualTokens = 4, EncoderReparameterizationType = "LSTM", EncoderHiddenSize = 16, EncoderNumLayers = 2, EncoderDropout = 0.3, TaskType = "CAUSAL_LM" }, 0.3)
             { Identity = false, VirtualTokens = 4, Random = true },
     ];
+
+    // Calibration batches for the data-aware inits: fixed random rows, as the contract's own batches are.
+    static void Calibrate(PeftModel pm) =>
+        global::PeftSharp.Training.Calibration.Run(pm, Enumerable.Range(0, 3).Select(i => global::PeftSharp.Data.BatchSource.FromInputIds(TrainingLoop.Batch(seed: 20 + i)).MicroBatch([0, 1], 0, 2)).ToList());
 
     public static MethodCase Get(string name) => All.Single(c => c.Name == name);
 

@@ -10,6 +10,10 @@ namespace PeftSharp.Tuners.Lora;
 /// </summary>
 internal static class LoraConversion
 {
+    /// <summary>Whether an init recorded the adapter's starting A and B (calibration ran).</summary>
+    public static bool Recorded(PeftModel model, string adapter) =>
+        model.TunerLayers().Any(x => x.Layer is LoraLayer l && l.Book.Names.Contains(adapter) && l.Initial(adapter) is not null);
+
     public static LoraConfig ToPlainLora(PeftModel model, string adapter, LoraConfig c, Dictionary<string, Tensor> tensors)
     {
         foreach (var (path, layer) in model.TunerLayers())

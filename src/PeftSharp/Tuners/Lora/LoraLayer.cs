@@ -100,8 +100,25 @@ public sealed class LoraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
         return linalg.vector_norm(total, 2, [1]).detach().MoveToOuterDisposeScope();
     }
 
+    /// <summary>Sees every input before the layer runs (data-aware inits collect statistics with it), or null.</summary>
+    internal Action<Tensor>? InputTap;
+
+    /// <summary>Adapters a data-aware init removed from this layer (EVA's rank 0), so that the save leaves the layer out.</summary>
+    internal readonly HashSet<string> DroppedByCalibration = new();
+
+    /// <summary>The adapter again with rank <paramref name="r"/> and scaling <paramref name="scale"/> (EVA's rank redistribution).</summary>
+    internal void Rebuild(string adapter, int r, double scale, LoraConfig config)
+    {
+        var active = book.Active.ToList();
+        ((ITunerLayer)this).DeleteAdapter(adapter);
+        AddAdapter(adapter, r, scale, config);
+        book.Active = active;
+        train(base_layer.training);
+    }
+
     public override Tensor forward(Tensor x)
     {
+        InputTap?.Invoke(x);
         if (book.RowAdapters is { } rows && !book.Disabled) return MixedForward(x, rows);
         if (book.RunsBaseOnly) return base_layer.call(x);
         using var scope = NewDisposeScope();

@@ -19,6 +19,11 @@ public sealed class LoraTuner : ITuner
         new("rslora", s => Lora(s) with { UseRslora = true }),
         new("pissa", s => Lora(s) with { InitLoraWeights = "pissa_niter_4" }),
         new("olora", s => Lora(s) with { InitLoraWeights = "olora" }),
+        new("lora-orthogonal", s => Lora(s) with { InitLoraWeights = "orthogonal" }),
+        new("eva", s => Lora(s) with { InitLoraWeights = "eva", EvaConfig = new EvaConfig() }),
+        new("corda", s => Lora(s) with { InitLoraWeights = "corda", CordaConfig = new CordaConfig() }),
+        new("corda-kpm", s => Lora(s) with { InitLoraWeights = "corda", CordaConfig = new CordaConfig { CordaMethod = "kpm" } }),
+        new("lora-ga", s => Lora(s) with { InitLoraWeights = "lora_ga", LoraGaConfig = new LoraGaConfig() }),
     ];
 
     static LoraConfig Lora(PresetSettings s) => new()
@@ -40,10 +45,31 @@ public sealed class LoraTuner : ITuner
         }
     }
 
-    public PeftConfig BeforeSave(PeftModel model, string adapter, PeftConfig config, Dictionary<string, Tensor> tensors, bool convertToLora) =>
-        convertToLora && config is LoraConfig { InitLoraWeights: var init } c && (init.StartsWith("pissa", StringComparison.Ordinal) || init == "olora")
+    public PeftConfig BeforeSave(PeftModel model, string adapter, PeftConfig config, Dictionary<string, Tensor> tensors, bool convertToLora)
+    {
+        if (config is not LoraConfig { InitLoraWeights: var init } c) return config;
+        if (init == "eva") return Eva.ForSave(model, adapter, c);
+        // CorDA and LoRA-GA changed the base, whose residual PeftSharp never writes: their adapters are always saved as a
+        // plain LoRA of the original base (PEFT asks for path_initial_model_for_weight_conversion to do the same).
+        if (init is "corda" or "lora_ga")
+            return LoraConversion.Recorded(model, adapter) ? LoraConversion.ToPlainLora(model, adapter, c, tensors) with { CordaConfig = null, LoraGaConfig = null } : c;
+        return convertToLora && (init.StartsWith("pissa", StringComparison.Ordinal) || init == "olora")
             ? LoraConversion.ToPlainLora(model, adapter, c, tensors)
             : config;
+    }
+
+    public bool NeedsCalibration(PeftConfig config) => config is LoraConfig { InitLoraWeights: "eva" or "corda" or "lora_ga" };
+
+    public void Calibrate(PeftModel model, string adapter, CalibrationData data)
+    {
+        var c = (LoraConfig)model.Configs[adapter];
+        switch (c.InitLoraWeights)
+        {
+            case "eva": Eva.Calibrate(model, adapter, c, data); break;
+            case "corda": Corda.Calibrate(model, adapter, c, data); break;
+            case "lora_ga": LoraGa.Calibrate(model, adapter, c, data); break;
+        }
+    }
 
     // PiSSA/OLoRA rewrite the base weight at init; a saved adapter already has its weights.
     public PeftConfig ForLoading(PeftConfig config) => (LoraConfig)config with { InitLoraWeights = "true" };
