@@ -1,4 +1,5 @@
 using PeftSharp.Tuners.AdaLora;
+using PeftSharp.Tuners.Hydra;
 using PeftSharp.Tuners.IA3;
 using PeftSharp.Tuners.LoHa;
 using PeftSharp.Tuners.LoKr;
@@ -39,6 +40,7 @@ public static class TunerRegistry
         Register(new BottleneckTuner());
         Register(new SsfTuner());
         Register(new BitFitTuner());
+        Register(new HydraTuner());
     }
 
     public static void Register(ITuner tuner) => Tuners[tuner.PeftType] = tuner;
