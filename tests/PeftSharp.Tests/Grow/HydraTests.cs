@@ -18,6 +18,10 @@ public class HydraTests
         var pm = PeftModel.Create(AutoModel.Load(Repo.Fixture("models", model)),
             new HydraConfig { R = 3, LoraAlpha = 6, InitLoraWeights = false, TargetModules = Targets(targets) });
         pm.Base.eval();
+        // The fixtures' biases are zero; make them count, so that the sequential branch's W0 x (without b) is checked.
+        using (no_grad())
+            foreach (var (_, l) in pm.TunerLayers())
+                BaseLayers.Bias(l.BaseLayer)?.copy_(randn(BaseLayers.Bias(l.BaseLayer)!.shape) * 0.5);
         return pm;
     }
 
