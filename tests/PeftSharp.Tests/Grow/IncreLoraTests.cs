@@ -63,7 +63,7 @@ public class IncreLoraTests
         using var opt = new AdamW(parameters, weightDecay: 0);
         var batch = Data().MicroBatch([0, 1, 2, 3], 0, 4);
         var grown = new List<string>();
-        for (int step = 1; step <= 8; step++)
+        for (int step = 1; step <= 10; step++)
         {
             using var stepScope = NewDisposeScope();
             opt.ZeroGrad();
