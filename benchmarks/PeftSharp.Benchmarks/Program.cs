@@ -11,13 +11,14 @@ var benchmarks = new Dictionary<string, Func<string[], int>>
     ["forward"] = CoreBenchmarks.Forward,
     ["lora"] = CoreBenchmarks.Lora,
     ["train"] = TrainBenchmarks.Train,
-    ["methods"] = TrainBenchmarks.Methods,
+    ["methods"] = MethodTable.Run,
     ["merge"] = MergeBenchmark.Run,
     ["gpu-train"] = GpuTrainBenchmark.Run,
     ["tokenize"] = TokenizeBenchmark.Run,
     ["row-adapters"] = RowAdapterBenchmark.Run,
     [TrainBenchmarks.ChildVerb] = TrainBenchmarks.RunOne,
     [MergeBenchmark.ChildVerb] = MergeBenchmark.RunOne,
+    [MethodTable.ChildVerb] = MethodTable.RunOne,
 };
 if (args.Length == 0 || !benchmarks.TryGetValue(args[0], out var run))
 {

@@ -4,7 +4,7 @@ using PeftSharp.Training;
 
 namespace PeftSharp.Benchmarks;
 
-/// <summary>Training throughput and memory on tinycode-3m, and the per-method comparison table.</summary>
+/// <summary>Training throughput and memory on tinycode-3m (the per-method table is <see cref="MethodTable"/>).</summary>
 internal static class TrainBenchmarks
 {
     public const string ChildVerb = "_method";
@@ -19,23 +19,6 @@ internal static class TrainBenchmarks
         {
             var r = Child("lora", steps, bf16);
             Console.WriteLine($"| {(bf16 ? "bfloat16" : "float32")} | {r.TokensPerSecond:N0} | {r.PeakMiB:N0} |");
-        }
-        return 0;
-    }
-
-    /// <summary><c>methods [--steps 20]</c>: every method, same steps and data, each in its own process for a clean peak RSS.</summary>
-    public static int Methods(string[] args)
-    {
-        int steps = Steps(args, 20);
-        Console.WriteLine($"tinycode-3m, bundled first-run data, {steps} steps, batch 8 x 128 tokens, lr 1e-3, CPU {Environment.ProcessorCount} cores");
-        Console.WriteLine("| method | trainable params | tokens/s | peak RSS MiB | held-out loss before | after |");
-        Console.WriteLine("|---|---|---|---|---|---|");
-        foreach (var m in PeftSharp.Training.Methods.Names.Where(m => m != "bitfit"))
-        {
-            var r = Child(m, steps, bf16: false);
-            Console.WriteLine(r.Error is null
-                ? $"| {m} | {r.Trainable} | {r.TokensPerSecond:N0} | {r.PeakMiB:N0} | {r.Before:F4} | {r.After:F4} |"
-                : $"| {m} | failed: {r.Error} | | | | |");
         }
         return 0;
     }

@@ -108,9 +108,34 @@ public sealed class AdamW : IOptimizer
                     Amsgrad ? zeros_like(p).DetachFromDisposeScope() : null);
                 state[name] = s;
             }
+            else if (!s.ExpAvg.shape.SequenceEqual(p.shape)) Grow(name, s, p);
             s.Step++;
             Update(p, grad, s.ExpAvg, s.ExpAvgSq, s.MaxExpAvgSq, s.Step, lr, LerpWeight(p));
         }
+    }
+
+    /// <summary>
+    /// A parameter that grew in place (IncreLoRA's new ranks) keeps its moments in the leading block of every dimension;
+    /// the new entries start at zero, as a new parameter's would (they share the parameter's step count).
+    /// </summary>
+    static void Grow(string name, State s, Tensor p)
+    {
+        s.ExpAvg = Grown(name, s.ExpAvg, p);
+        s.ExpAvgSq = Grown(name, s.ExpAvgSq, p);
+        if (s.MaxExpAvgSq is { } max) s.MaxExpAvgSq = Grown(name, max, p);
+    }
+
+    static Tensor Grown(string name, Tensor old, Tensor p)
+    {
+        if (old.dim() != p.dim() || old.shape.Zip(p.shape).Any(d => d.First > d.Second))
+            throw new InvalidOperationException($"parameter '{name}' changed from [{string.Join(",", old.shape)}] to [{string.Join(",", p.shape)}]; " +
+                "the optimizer can follow a parameter that grows, not one that shrinks or changes its number of dimensions");
+        var grown = zeros_like(p).DetachFromDisposeScope();
+        var block = grown;
+        for (int d = 0; d < old.dim(); d++) block = block.narrow(d, 0, old.shape[d]);
+        block.copy_(old);
+        old.Dispose();
+        return grown;
     }
 
     /// <summary>
@@ -216,7 +241,9 @@ public sealed class AdamW : IOptimizer
     {
         if (!file.Contains(key)) throw new InvalidDataException($"{file.Path}: missing '{key}'");
         var t = file.Load(key);
-        if (!t.shape.SequenceEqual(p.shape) || t.dtype != p.dtype)
+        // State saved before its parameter grew (IncreLoRA grows after the step it checkpoints) fits inside it; Step grows it.
+        bool fits = t.dim() == p.dim() && t.shape.Zip(p.shape).All(d => d.First <= d.Second);
+        if (!fits || t.dtype != p.dtype)
         {
             var msg = $"{file.Path}: '{key}' is {t.dtype}[{string.Join(",", t.shape)}] but the parameter is {p.dtype}[{string.Join(",", p.shape)}]";
             t.Dispose();

@@ -73,6 +73,9 @@ public static class Methods
                 plain.AfterOptimizerStep?.Invoke(step);
                 foreach (var h in hooks) h.AfterOptimizerStep(model, step);
             },
+            FixedParameterSet = plain.FixedParameterSet && !hooks.Any(h => h.GrowsParameters),
+            SaveState = () => hooks.SelectMany(h => h.CheckpointState(model)).ToDictionary(kv => kv.Key, kv => kv.Value),
+            LoadState = (state, source) => { foreach (var h in hooks) h.RestoreCheckpointState(model, state, source); },
         };
     }
 }

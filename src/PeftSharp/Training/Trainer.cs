@@ -24,8 +24,12 @@ public sealed record TrainableModel(IReadOnlyList<(string Name, Parameter P)> Pa
     /// step (LISA's and HFT's draws) take up the set of that step.
     /// </summary>
     public Action<int>? Resumed { get; init; }
-    /// <summary>False when <see cref="AfterOptimizerStep"/> freezes and thaws parameters (LISA, HFT): the fused optimizer needs a fixed set.</summary>
+    /// <summary>False when <see cref="AfterOptimizerStep"/> freezes and thaws parameters (LISA, HFT) or grows them (IncreLoRA): the fused optimizer needs a fixed set.</summary>
     public bool FixedParameterSet { get; init; } = true;
+    /// <summary>A method's state beside the parameters (IncreLoRA's ranks and scores), written into every checkpoint.</summary>
+    public Func<Dictionary<string, Tensor>>? SaveState { get; init; }
+    /// <summary>Takes up <see cref="SaveState"/>'s tensors on resume, before the parameters are loaded; the string names the file.</summary>
+    public Action<IReadOnlyDictionary<string, Tensor>, string>? LoadState { get; init; }
 }
 
 /// <summary>Optional plumbing for a run: where progress goes, cancellation, Ctrl+C handling, a per-step hook.</summary>
@@ -85,7 +89,7 @@ public static class Trainer
         {
             var saved = TrainerCheckpoint.ReadState(checkpoint);
             CheckSameRun(saved, state, checkpoint, microPerEpoch);
-            TrainerCheckpoint.Restore(checkpoint, parameters, optimizer);
+            TrainerCheckpoint.Restore(checkpoint, parameters, optimizer, model.LoadState);
             if (saved.Schedule.BaseLr != schedule.BaseLr)
                 progress.Message($"resuming with learning rate {schedule.BaseLr:G4} instead of {saved.Schedule.BaseLr:G4}: the schedule keeps its " +
                     $"shape and its place (step {saved.GlobalStep} of {totalSteps}), and every rate from here on is scaled by {schedule.BaseLr / saved.Schedule.BaseLr:G4}");
@@ -220,7 +224,7 @@ public static class Trainer
 
         void SaveCheckpoint()
         {
-            lastCheckpoint = TrainerCheckpoint.Save(outDir!, state, parameters, optimizer, model.SaveAdapter);
+            lastCheckpoint = TrainerCheckpoint.Save(outDir!, state, parameters, optimizer, model.SaveAdapter, model.SaveState);
             TrainerCheckpoint.Prune(outDir!, o.SaveTotalLimit);
             progress.Message($"checkpoint saved: {lastCheckpoint}");
         }

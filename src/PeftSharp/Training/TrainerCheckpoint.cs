@@ -37,6 +37,8 @@ public static partial class TrainerCheckpoint
     public const string TrainableFile = "trainable.safetensors";
     public const string OptimizerFile = "optimizer.safetensors";
     public const string RngFile = "rng_state.safetensors";
+    /// <summary>A method's own state beside the parameters (IncreLoRA's ranks and scores), when it has one.</summary>
+    public const string MethodStateFile = "method_state.safetensors";
 
     static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true };
 
@@ -44,7 +46,7 @@ public static partial class TrainerCheckpoint
     private static partial Regex Name();
 
     public static string Save(string outputDir, TrainerState state, IReadOnlyList<(string Name, Parameter P)> parameters, IOptimizer optimizer,
-        Action<string> saveAdapter)
+        Action<string> saveAdapter, Func<Dictionary<string, Tensor>>? methodState = null)
     {
         Directory.CreateDirectory(outputDir);
         var final = Path.Combine(outputDir, $"checkpoint-{state.GlobalStep}");
@@ -56,6 +58,9 @@ public static partial class TrainerCheckpoint
             saveAdapter(tmp);
             SafetensorsWriter.Save(Path.Combine(tmp, TrainableFile), parameters.ToDictionary(p => p.Name, p => (Tensor)p.P));
             optimizer.Save(Path.Combine(tmp, OptimizerFile));
+            if (methodState?.Invoke() is { Count: > 0 } extra)
+                try { SafetensorsWriter.Save(Path.Combine(tmp, MethodStateFile), extra); }
+                finally { foreach (var t in extra.Values) t.Dispose(); }
             using (var rng = random.get_rng_state())
                 SafetensorsWriter.Save(Path.Combine(tmp, RngFile), new Dictionary<string, Tensor> { ["cpu"] = rng });
             AtomicFile.WriteAllText(Path.Combine(tmp, StateFile), JsonSerializer.Serialize(state, Json));
@@ -133,8 +138,16 @@ public static partial class TrainerCheckpoint
     /// shapes, dtypes, the RNG state's size) before anything is loaded, so a damaged checkpoint fails with its file
     /// named, never inside libtorch.
     /// </summary>
-    public static void Restore(string checkpoint, IReadOnlyList<(string Name, Parameter P)> parameters, IOptimizer optimizer)
+    public static void Restore(string checkpoint, IReadOnlyList<(string Name, Parameter P)> parameters, IOptimizer optimizer,
+        Action<IReadOnlyDictionary<string, Tensor>, string>? loadMethodState = null)
     {
+        var methodFile = Path.Combine(checkpoint, MethodStateFile);
+        if (loadMethodState is not null && File.Exists(methodFile))
+        {
+            using var scope = NewDisposeScope();
+            using var file = SafetensorsFile.Open(methodFile);
+            loadMethodState(file.Names.ToDictionary(n => n, n => file.Load(n)), methodFile);
+        }
         using var trainable = OpenChecked(checkpoint, TrainableFile);
         using var rng = OpenChecked(checkpoint, RngFile);
         using (OpenChecked(checkpoint, OptimizerFile)) { } // the optimizer checks its own tensors as it loads

@@ -57,4 +57,14 @@ public interface ITrainingHooks
     Tensor ExtraLoss(PeftModel model);
     /// <param name="step">the optimizer step just taken, from 1.</param>
     void AfterOptimizerStep(PeftModel model, int step);
+
+    /// <summary>
+    /// True when <see cref="AfterOptimizerStep"/> grows parameters in place (IncreLoRA's new ranks): the run then uses
+    /// the per-parameter AdamW, which grows a parameter's moments with it.
+    /// </summary>
+    bool GrowsParameters => false;
+    /// <summary>What a resumed run needs beside the parameters (tensors by name; new ones, the caller disposes them).</summary>
+    Dictionary<string, Tensor> CheckpointState(PeftModel model) => new();
+    /// <summary>Takes up <see cref="CheckpointState"/> before the checkpoint's parameters are loaded (so grown tensors are grown first).</summary>
+    void RestoreCheckpointState(PeftModel model, IReadOnlyDictionary<string, Tensor> state, string source) { }
 }

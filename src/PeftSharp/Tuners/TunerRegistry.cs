@@ -1,4 +1,6 @@
 using PeftSharp.Tuners.AdaLora;
+using PeftSharp.Tuners.Hydra;
+using PeftSharp.Tuners.IncreLora;
 using PeftSharp.Tuners.IA3;
 using PeftSharp.Tuners.LoHa;
 using PeftSharp.Tuners.LoKr;
@@ -41,6 +43,8 @@ public static class TunerRegistry
         Register(new SsfTuner());
         Register(new BitFitTuner());
         Register(new LolduTuner());
+        Register(new HydraTuner());
+        Register(new IncreLoraTuner());
     }
 
     public static void Register(ITuner tuner) => Tuners[tuner.PeftType] = tuner;

@@ -3,6 +3,8 @@ using PeftSharp.Tests.Tuners;
 using PeftSharp.Tuners;
 using PeftSharp.Tuners.AdaLora;
 using PeftSharp.Tuners.BitFit;
+using PeftSharp.Tuners.Hydra;
+using PeftSharp.Tuners.IncreLora;
 using PeftSharp.Tuners.Bottleneck;
 using PeftSharp.Tuners.IA3;
 using PeftSharp.Tuners.LnTuning;
@@ -105,6 +107,11 @@ internal static class MethodCases
             { Identity = false, VirtualTokens = 4 },
         new("p-tuning-lstm", Llama, () => new PromptEncoderConfig { NumVirtualTokens = 4, EncoderReparameterizationType = "LSTM", EncoderHiddenSize = 16, EncoderNumLayers = 2, EncoderDropout = 0.3, TaskType = "CAUSAL_LM" }, 0.3)
             { Identity = false, VirtualTokens = 4, Random = true },
+        new("hydra", Llama, () => new HydraConfig { R = 4, LoraAlpha = 8, LoraDropout = 0.2, TargetModules = Targets("q_proj", "v_proj", "down_proj") })
+            { Mergeable = true, Random = true },
+        new("increlora", Llama, () => new IncreLoraConfig { InitR = 2, TargetR = 4, LoraAlpha = 8, LoraDropout = 0.2, TargetModules = Targets("q_proj", "v_proj", "gate_proj") }, 5e-2)
+            { Mergeable = true, Random = true },
+        new("hydra-gpt2", Gpt2, () => new HydraConfig { R = 4, LoraAlpha = 8, TargetModules = Targets("c_attn", "c_fc") }) { Mergeable = true },
     ];
 
     // Calibration batches for the data-aware inits: fixed random rows, as the contract's own batches are.

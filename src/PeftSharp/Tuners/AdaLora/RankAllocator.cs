@@ -18,7 +18,7 @@ public sealed class RankAllocator
     readonly AdaLoraConfig config;
     readonly string adapter;
     readonly int totalStep;
-    readonly Dictionary<(string Path, char Which), (Tensor Avg, Tensor Unc)> scores = new();
+    readonly SensitivityEma<(string Path, char Which)> scores;
     Dictionary<string, bool[]>? rankPattern;
 
     public RankAllocator(PeftModel model, string adapter = "default")
@@ -33,6 +33,7 @@ public sealed class RankAllocator
         if (config.Beta1 is <= 0 or >= 1 || config.Beta2 is <= 0 or >= 1)
             throw new ArgumentException($"beta1 and beta2 must lie in (0, 1); got {config.Beta1}, {config.Beta2}");
         if (config.DeltaT <= 0) throw new ArgumentException($"deltaT must be positive, got {config.DeltaT}");
+        scores = new SensitivityEma<(string Path, char Which)>(config.Beta1, config.Beta2);
         var layers = Layers(model).ToList();
         InitialBudget = layers.Sum(l => l.Layer.Rank(adapter));
         TargetBudget = config.TargetR * layers.Count;
@@ -66,25 +67,8 @@ public sealed class RankAllocator
     /// orth_reg_weight × the mean over P and Q of every layer of ||QQᵀ - I||_F and ||PᵀP - I||_F: add it to the loss
     /// before backward (PEFT adds it inside the forward when labels are given).
     /// </summary>
-    public Tensor OrthogonalRegularization(PeftModel model)
-    {
-        using var scope = NewDisposeScope();
-        Tensor total = zeros(1);
-        int count = 0;
-        foreach (var (_, layer) in Layers(model))
-        {
-            var q = layer.A(adapter);
-            var p = layer.B(adapter);
-            foreach (var cov in new[] { matmul(q, q.t()), matmul(p.t(), p) }) // [r, r]
-            {
-                using var eye = torch.eye(cov.shape[0], dtype: cov.dtype, device: cov.device);
-                total = total.to(cov.device) + (cov - eye).pow(2).sum().sqrt();
-                count++;
-            }
-        }
-        var reg = count > 0 ? total.squeeze() / count * config.OrthRegWeight : total.squeeze();
-        return reg.MoveToOuterDisposeScope();
-    }
+    public Tensor OrthogonalRegularization(PeftModel model) =>
+        OrthogonalPenalty.Of(Layers(model).Select(l => ((Tensor)l.Layer.A(adapter), (Tensor)l.Layer.B(adapter))), config.OrthRegWeight);
 
     /// <summary>
     /// Updates the sensitivity scores from the current gradients and prunes to the step's budget, in place on the
@@ -111,37 +95,20 @@ public sealed class RankAllocator
 
     void UpdateScores(PeftModel model)
     {
-        using var scope = NewDisposeScope(); // the temporaries; the new averages are detached from it
+        using var scope = NewDisposeScope();
         using var _ = no_grad();
         foreach (var (path, layer) in Layers(model))
             foreach (var (which, p) in new[] { ('A', layer.A(adapter)), ('B', layer.B(adapter)), ('E', layer.E(adapter)) })
             {
                 var grad = p.grad ?? throw new InvalidOperationException(
                     $"'{path}.lora_{which}' of adapter '{adapter}' has no gradient: call UpdateAndAllocate after backward and before zero_grad");
-                var sensitivity = (p * grad).abs();
-                var key = (path, which);
-                if (!scores.TryGetValue(key, out var s))
-                    s = (zeros_like(p).DetachFromDisposeScope(), zeros_like(p).DetachFromDisposeScope());
-                var avg = (s.Avg * config.Beta1 + sensitivity * (1 - config.Beta1)).DetachFromDisposeScope();
-                var unc = (s.Unc * config.Beta2 + (sensitivity - avg).abs() * (1 - config.Beta2)).DetachFromDisposeScope();
-                s.Avg.Dispose();
-                s.Unc.Dispose();
-                scores[key] = (avg, unc);
+                scores.Update((path, which), (p * grad).abs());
             }
     }
 
-    void ResetScores()
-    {
-        foreach (var (avg, unc) in scores.Values) { avg.Dispose(); unc.Dispose(); }
-        scores.Clear();
-    }
+    void ResetScores() => scores.Clear();
 
-    Tensor Score(string path, char which)
-    {
-        var (avg, unc) = scores.TryGetValue((path, which), out var s) ? s
-            : throw new InvalidOperationException($"no sensitivity scores for '{path}' yet: UpdateAndAllocate must run on earlier steps");
-        return avg * unc;
-    }
+    Tensor Score(string path, char which) => scores.Score((path, which));
 
     Dictionary<string, bool[]> PruneToBudgetInPlace(PeftModel model, int budget)
     {
