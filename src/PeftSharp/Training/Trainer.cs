@@ -26,6 +26,10 @@ public sealed record TrainableModel(IReadOnlyList<(string Name, Parameter P)> Pa
     public Action<int>? Resumed { get; init; }
     /// <summary>False when <see cref="AfterOptimizerStep"/> freezes and thaws parameters (LISA, HFT): the fused optimizer needs a fixed set.</summary>
     public bool FixedParameterSet { get; init; } = true;
+    /// <summary>Layers whose update is scaling * B @ A, by parameter name: what <c>--optim loraplus|lorafa|lorapro</c> work on.</summary>
+    public IReadOnlyList<Tuners.LowRankFactors> LowRankFactors { get; init; } = [];
+    /// <summary>Parameters exempt from weight decay where an optimizer follows transformers' rule (biases, LayerNorm weights).</summary>
+    public IReadOnlySet<string> NoDecay { get; init; } = new HashSet<string>();
 }
 
 /// <summary>Optional plumbing for a run: where progress goes, cancellation, Ctrl+C handling, a per-step hook.</summary>
@@ -260,6 +264,7 @@ public static class Trainer
 
     static IOptimizer NewOptimizer(TrainingOptions o, TrainableModel model)
     {
+        if (o.Optim is "loraplus" or "lorafa" or "lorapro") return LowRankOptimizers.Create(o, model);
         bool fused = o.Optim == "adamw_torch_fused" || (o.Optim == "auto" && model.FixedParameterSet);
         if (fused && !model.FixedParameterSet)
             throw new ArgumentException("option optim adamw_torch_fused needs a fixed set of trainable parameters, and this method changes it as it trains; use adamw_torch");
