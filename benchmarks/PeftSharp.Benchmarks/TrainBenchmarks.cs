@@ -40,6 +40,23 @@ internal static class TrainBenchmarks
         return 0;
     }
 
+    /// <summary><c>optims [--steps 20]</c>: LoRA with each <c>--optim</c>, same steps and data, each in its own process.</summary>
+    public static int Optims(string[] args)
+    {
+        int steps = Steps(args, 20);
+        Console.WriteLine($"tinycode-3m, LoRA r=8 on all linear layers, bundled first-run data, {steps} steps, batch 8 x 128 tokens, lr 1e-3, CPU {Environment.ProcessorCount} cores");
+        Console.WriteLine("| optim | tokens/s | peak RSS MiB | held-out loss before | after |");
+        Console.WriteLine("|---|---|---|---|---|");
+        foreach (var optim in new[] { "auto", "loraplus", "lorafa", "lorapro" })
+        {
+            var r = Child("lora", steps, bf16: false, optim);
+            Console.WriteLine(r.Error is null
+                ? $"| {optim} | {r.TokensPerSecond:N0} | {r.PeakMiB:N0} | {r.Before:F4} | {r.After:F4} |"
+                : $"| {optim} | failed: {r.Error} | | | |");
+        }
+        return 0;
+    }
+
     /// <summary>The child: one training run, one result line.</summary>
     public static int RunOne(string[] args)
     {
@@ -50,6 +67,7 @@ internal static class TrainBenchmarks
         {
             Method = method, MaxSteps = steps, MaxLength = 128, PerDeviceTrainBatchSize = 8, LearningRate = 1e-3, WarmupRatio = 0,
             LrSchedulerType = "constant", OutputDir = null, SampleMaxNewTokens = 0, Bf16 = bf16, SamplePrompt = "",
+            Optim = args.Length > 3 ? args[3] : "auto",
         };
         var data = Path.Combine(Path.GetDirectoryName(Measure.ModelDir("tinycode-3m"))!, "..", "data", "first-run");
         var report = FineTune.Run(options, Measure.ModelDir("tinycode-3m"), data, new TrainerHooks { HandleCtrlC = false });
@@ -61,11 +79,11 @@ internal static class TrainBenchmarks
 
     sealed record Result(string Trainable, double TokensPerSecond, double PeakMiB, double Before, double After, string? Error);
 
-    static Result Child(string method, int steps, bool bf16)
+    static Result Child(string method, int steps, bool bf16, string optim = "auto")
     {
         var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true };
         if (Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet") psi.ArgumentList.Add(typeof(TrainBenchmarks).Assembly.Location);
-        foreach (var a in new[] { ChildVerb, method, steps.ToString(), bf16 ? "bf16" : "f32" }) psi.ArgumentList.Add(a);
+        foreach (var a in new[] { ChildVerb, method, steps.ToString(), bf16 ? "bf16" : "f32", optim }) psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
         var stderr = p.StandardError.ReadToEndAsync();
         var lines = p.StandardOutput.ReadToEnd().Split('\n');

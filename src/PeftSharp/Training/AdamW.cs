@@ -80,6 +80,15 @@ public sealed class AdamW : IOptimizer
             if (state.Remove(name, out var s)) DisposeState(s);
     }
 
+    public IReadOnlyDictionary<string, Tensor> StateOf(string name)
+    {
+        var d = new Dictionary<string, Tensor>();
+        if (!state.TryGetValue(name, out var s)) return d;
+        (d["exp_avg"], d["exp_avg_sq"]) = (s.ExpAvg, s.ExpAvgSq);
+        if (s.MaxExpAvgSq is { } max) d["max_exp_avg_sq"] = max;
+        return d;
+    }
+
     /// <summary>The parameters' gradients (new handles, which the caller's dispose scope owns).</summary>
     public IReadOnlyList<Tensor> Gradients() => parameters.Select(p => p.P.grad).Where(g => g is not null).Cast<Tensor>().ToList();
 

@@ -126,6 +126,19 @@ public sealed class FusedAdamW : IOptimizer
             }
     }
 
+    /// <summary>Views of the flat moments (new handles, which the caller disposes).</summary>
+    public IReadOnlyDictionary<string, Tensor> StateOf(string name)
+    {
+        var d = new Dictionary<string, Tensor>();
+        foreach (var g in groups)
+            if (g.ExpAvg is not null && g.Members.FirstOrDefault(m => m.Name == name) is { } m)
+            {
+                (d["exp_avg"], d["exp_avg_sq"]) = (g.View(g.ExpAvg, m), g.View(g.ExpAvgSq!, m));
+                if (g.MaxExpAvgSq is { } max) d["max_exp_avg_sq"] = g.View(max, m);
+            }
+        return d;
+    }
+
     public void DropState(IEnumerable<string> names)
     {
         if (names.Any()) throw new NotSupportedException("the fused AdamW keeps one state for all its parameters and cannot drop some; use AdamW");

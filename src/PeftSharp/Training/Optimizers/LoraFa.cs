@@ -86,6 +86,8 @@ public sealed class LoraFa : IOptimizer
     /// <summary>The A factors are frozen by this optimizer, not by the method: they have no state to drop.</summary>
     public void DropState(IEnumerable<string> names) => adam.DropState(names.Where(n => !frozen.Contains(n)).ToList());
 
+    public IReadOnlyDictionary<string, Tensor> StateOf(string name) => adam.StateOf(name);
+
     public void Save(string path) => adam.Save(path);
     public void Load(string path) => adam.Load(path);
 

@@ -115,7 +115,8 @@ public class LoraProTests
             Numerics.Close(eb, b, 1e-5, $"B after step {t}");
         }
         Assert.True(Numerics.MaxAbsDiff(a0, a) > 1e-3 && Numerics.MaxAbsDiff(b0, b) > 1e-3, "the factors did not move");
-        Assert.Equal(2, opt.StateOf("B")!.Value.Step);
+        Assert.Equal(2, opt.StepsOf("B"));
+        Assert.Equal([12L, 10L], opt.StateOf("B")["exp_avg_sq"].shape);
     }
 
     static (Tensor GradA, Tensor GradB) Gradients(Tensor a, Tensor b, int step)
