@@ -44,6 +44,19 @@ public class LowRankTrainingTests
         }
     }
 
+    [Fact]
+    public void Bad_settings_are_refused_naming_the_option()
+    {
+        var e = Assert.Throws<ArgumentException>(() => new TrainingOptions { Optim = "loraplus", LoraplusLrRatio = 0 }.Validate());
+        Assert.Contains("option loraplus_lr_ratio must be a positive number", e.Message);
+        e = Assert.Throws<ArgumentException>(() => new TrainingOptions { Optim = "lorapro", Amsgrad = true }.Validate());
+        Assert.Contains("option amsgrad is not supported by optim lorapro", e.Message);
+        // DoRA's update is not s B A: LoRA-FA and LoRA-Pro have nothing to work on, and say so.
+        var options = new TrainingOptions { Method = "dora", Optim = "lorafa", MaxSteps = 1, MaxLength = 16, OutputDir = null, SampleMaxNewTokens = 0, SamplePrompt = "" };
+        e = Assert.Throws<ArgumentException>(() => Run(options));
+        Assert.Contains("option optim lorafa works on LoRA layers", e.Message);
+    }
+
     static FineTuneReport Run(TrainingOptions o) =>
         FineTune.Run(o, Repo.Path("models", "tinycode-3m"), Repo.Path("data", "first-run"), new TrainerHooks { HandleCtrlC = false });
 }
