@@ -12,6 +12,7 @@ var benchmarks = new Dictionary<string, Func<string[], int>>
     ["lora"] = CoreBenchmarks.Lora,
     ["train"] = TrainBenchmarks.Train,
     ["methods"] = MethodTable.Run,
+    ["optims"] = TrainBenchmarks.Optims,
     ["merge"] = MergeBenchmark.Run,
     ["gpu-train"] = GpuTrainBenchmark.Run,
     ["tokenize"] = TokenizeBenchmark.Run,

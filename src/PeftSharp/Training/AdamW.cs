@@ -28,6 +28,7 @@ public sealed class AdamW : IOptimizer
 
     readonly IReadOnlyList<(string Name, Parameter P)> parameters;
     readonly Dictionary<string, State> state = new();
+    readonly Func<string, ParamSettings> settings;
 
     public double Beta1 { get; }
     public double Beta2 { get; }
@@ -35,15 +36,28 @@ public sealed class AdamW : IOptimizer
     public double WeightDecay { get; }
     public bool Amsgrad { get; }
 
+    /// <summary>Recorded in the state file as <c>optimizer</c>; a resume under another name is refused.</summary>
+    public string Name { get; }
+
     /// <summary>PyTorch's defaults: betas (0.9, 0.999), eps 1e-8, weight_decay 0.01.</summary>
+    /// <param name="settings">
+    /// per-parameter learning-rate factor and weight decay (torch's param groups); unset: factor 1 and
+    /// <paramref name="weightDecay"/> for every parameter.
+    /// </param>
+    /// <param name="name">the optimizer's name in the state file (a wrapper's, such as "loraplus").</param>
     public AdamW(IReadOnlyList<(string Name, Parameter P)> parameters, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8,
-        double weightDecay = 0.01, bool amsgrad = false)
+        double weightDecay = 0.01, bool amsgrad = false, Func<string, ParamSettings>? settings = null, string name = "adamw")
     {
         var duplicate = parameters.GroupBy(p => p.Name).FirstOrDefault(g => g.Count() > 1);
         if (duplicate is not null) throw new ArgumentException($"parameter name '{duplicate.Key}' appears twice");
         this.parameters = parameters;
-        (Beta1, Beta2, Eps, WeightDecay, Amsgrad) = (beta1, beta2, eps, weightDecay, amsgrad);
+        (Beta1, Beta2, Eps, WeightDecay, Amsgrad, Name) = (beta1, beta2, eps, weightDecay, amsgrad, name);
+        var uniform = new ParamSettings(1, weightDecay);
+        this.settings = settings ?? (_ => uniform);
     }
+
+    /// <summary>The learning-rate factor and weight decay of parameter <paramref name="name"/>.</summary>
+    public ParamSettings SettingsOf(string name) => settings(name);
 
     /// <summary>Optimizer steps taken by the first parameter that has state (0 before the first step).</summary>
     public long StepCount => state.Values.Select(s => s.Step).DefaultIfEmpty(0).Max();
@@ -64,6 +78,15 @@ public sealed class AdamW : IOptimizer
     {
         foreach (var name in names)
             if (state.Remove(name, out var s)) DisposeState(s);
+    }
+
+    public IReadOnlyDictionary<string, Tensor> StateOf(string name)
+    {
+        var d = new Dictionary<string, Tensor>();
+        if (!state.TryGetValue(name, out var s)) return d;
+        (d["exp_avg"], d["exp_avg_sq"]) = (s.ExpAvg, s.ExpAvgSq);
+        if (s.MaxExpAvgSq is { } max) d["max_exp_avg_sq"] = max;
+        return d;
     }
 
     /// <summary>The parameters' gradients (new handles, which the caller's dispose scope owns).</summary>
@@ -110,7 +133,8 @@ public sealed class AdamW : IOptimizer
             }
             else if (!s.ExpAvg.shape.SequenceEqual(p.shape)) Grow(name, s, p);
             s.Step++;
-            Update(p, grad, s.ExpAvg, s.ExpAvgSq, s.MaxExpAvgSq, s.Step, lr, LerpWeight(p));
+            var ps = settings(name);
+            Update(p, grad, s.ExpAvg, s.ExpAvgSq, s.MaxExpAvgSq, s.Step, lr * ps.LrScale, ps.WeightDecay, LerpWeight(p));
         }
     }
 
@@ -142,9 +166,9 @@ public sealed class AdamW : IOptimizer
     /// One AdamW update of <paramref name="p"/> in place, its moments updated alongside: the arithmetic of both this
     /// optimizer (per parameter) and <see cref="FusedAdamW"/> (per flat buffer). <paramref name="lerpWeight"/> holds 1 - beta1.
     /// </summary>
-    internal void Update(Tensor p, Tensor grad, Tensor expAvg, Tensor expAvgSq, Tensor? maxExpAvgSq, long step, double lr, Tensor lerpWeight)
+    internal void Update(Tensor p, Tensor grad, Tensor expAvg, Tensor expAvgSq, Tensor? maxExpAvgSq, long step, double lr, double weightDecay, Tensor lerpWeight)
     {
-        if (WeightDecay != 0) p.mul_(1 - lr * WeightDecay);
+        if (weightDecay != 0) p.mul_(1 - lr * weightDecay);
         expAvg.lerp_(grad, lerpWeight);
         expAvgSq.mul_(Beta2).addcmul_(grad, grad, 1 - Beta2);
 
@@ -182,18 +206,26 @@ public sealed class AdamW : IOptimizer
     /// <summary>Hyper-parameters recorded beside the state so a mismatched resume is noticed.</summary>
     public Dictionary<string, string> Metadata() => new()
     {
-        ["optimizer"] = "adamw",
+        ["optimizer"] = Name,
         ["betas"] = FormattableString.Invariant($"{Beta1:R},{Beta2:R}"),
         ["eps"] = FormattableString.Invariant($"{Eps:R}"),
         ["weight_decay"] = FormattableString.Invariant($"{WeightDecay:R}"),
         ["amsgrad"] = Amsgrad ? "true" : "false",
     };
 
-    /// <summary>State saved with amsgrad on has a third moment the other setting would ignore (or miss): refuse the mismatch.</summary>
-    internal void CheckSameAmsgrad(SafetensorsFile file)
+    /// <summary>
+    /// State saved with amsgrad on has a third moment the other setting would ignore (or miss), and state saved by another
+    /// optimizer (lorapro's moments are of the full weight) means something else: refuse either mismatch.
+    /// </summary>
+    internal void CheckSameAmsgrad(SafetensorsFile file) => CheckSameKind(file, Name, Amsgrad);
+
+    internal static void CheckSameKind(SafetensorsFile file, string name, bool amsgrad)
     {
-        if (file.Metadata.TryGetValue("amsgrad", out var a) && (a == "true") != Amsgrad)
-            throw new InvalidDataException($"{file.Path}: saved with amsgrad={a} but this run has amsgrad={(Amsgrad ? "true" : "false")}");
+        if (file.Metadata.TryGetValue("optimizer", out var saved) && saved != name)
+            throw new InvalidDataException($"{file.Path}: optimizer state saved by '{saved}' but this run uses '{name}'; " +
+                $"resume with --optim {(saved == "adamw" ? "auto" : saved)}");
+        if (file.Metadata.TryGetValue("amsgrad", out var a) && (a == "true") != amsgrad)
+            throw new InvalidDataException($"{file.Path}: saved with amsgrad={a} but this run has amsgrad={(amsgrad ? "true" : "false")}");
     }
 
     public void Save(string path)
@@ -211,8 +243,15 @@ public sealed class AdamW : IOptimizer
     {
         using var file = SafetensorsFile.Open(path);
         CheckSameAmsgrad(file);
+        LoadFrom(file, _ => false);
+    }
+
+    /// <summary>Restores the state in <paramref name="file"/>, passing over the tensors a wrapper keeps there (<paramref name="others"/>).</summary>
+    internal void LoadFrom(SafetensorsFile file, Func<string, bool> others)
+    {
+        var path = file.Path;
         var byName = parameters.ToDictionary(p => p.Name, p => p.P);
-        var names = file.Names.Where(n => n.EndsWith(".step")).Select(n => n[..^".step".Length]).ToList();
+        var names = file.Names.Where(n => n.EndsWith(".step") && !others(n)).Select(n => n[..^".step".Length]).ToList();
         foreach (var old in state.Values) DisposeState(old);
         state.Clear();
         foreach (var name in names)

@@ -19,10 +19,11 @@ public sealed class FusedAdamW : IOptimizer
         public long Numel => Shape.Aggregate(1L, (a, b) => a * b);
     }
 
-    sealed class Group(Tensor parameters, Tensor gradients, List<Member> members)
+    sealed class Group(Tensor parameters, Tensor gradients, List<Member> members, ParamSettings settings)
     {
         public readonly Tensor Params = parameters, Grads = gradients;
         public readonly List<Member> Members = members;
+        public readonly ParamSettings Settings = settings;
         public Tensor? ExpAvg, ExpAvgSq, MaxExpAvgSq;
         public long Step;
 
@@ -40,27 +41,30 @@ public sealed class FusedAdamW : IOptimizer
     public double WeightDecay => rule.WeightDecay;
     public bool Amsgrad => rule.Amsgrad;
 
-    /// <summary>Packs <paramref name="parameters"/> (their values are kept) and points their gradients at the flat buffer.</summary>
+    /// <summary>
+    /// Packs <paramref name="parameters"/> (their values are kept) and points their gradients at the flat buffer; one buffer
+    /// per dtype, device and <paramref name="settings"/> (see <see cref="AdamW"/>'s constructor).
+    /// </summary>
     public FusedAdamW(IReadOnlyList<(string Name, Parameter P)> parameters, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8,
-        double weightDecay = 0.01, bool amsgrad = false)
+        double weightDecay = 0.01, bool amsgrad = false, Func<string, ParamSettings>? settings = null, string name = "adamw")
     {
-        rule = new AdamW(parameters, beta1, beta2, eps, weightDecay, amsgrad);
+        rule = new AdamW(parameters, beta1, beta2, eps, weightDecay, amsgrad, settings, name);
         using var _ = no_grad();
-        foreach (var same in parameters.GroupBy(p => (p.P.dtype, p.P.device_type, p.P.device_index)))
+        foreach (var same in parameters.GroupBy(p => (p.P.dtype, p.P.device_type, p.P.device_index, rule.SettingsOf(p.Name))))
         {
             // Offsets start at 1: a gradient that autograd allocated afresh (storage offset 0) is then told apart
             // from one accumulated into the buffer, and copied back (see Gather).
             var members = new List<Member>();
             long offset = 1;
-            foreach (var (name, p) in same)
+            foreach (var (member, p) in same)
             {
-                members.Add(new Member(name, p, offset, p.shape));
+                members.Add(new Member(member, p, offset, p.shape));
                 offset += p.numel();
             }
             var first = same.First().P;
             var flat = zeros(offset, dtype: first.dtype, device: first.device).DetachFromDisposeScope();
             var grads = zeros(offset, dtype: first.dtype, device: first.device).DetachFromDisposeScope();
-            var group = new Group(flat, grads, members);
+            var group = new Group(flat, grads, members, same.Key.Item4);
             foreach (var m in members)
             {
                 using var view = group.View(flat, m);
@@ -99,7 +103,7 @@ public sealed class FusedAdamW : IOptimizer
             g.ExpAvgSq ??= zeros_like(g.Params).DetachFromDisposeScope();
             if (Amsgrad) g.MaxExpAvgSq ??= zeros_like(g.Params).DetachFromDisposeScope();
             g.Step++;
-            rule.Update(g.Params, g.Grads, g.ExpAvg, g.ExpAvgSq, g.MaxExpAvgSq, g.Step, lr, rule.LerpWeight(g.Params));
+            rule.Update(g.Params, g.Grads, g.ExpAvg, g.ExpAvgSq, g.MaxExpAvgSq, g.Step, lr * g.Settings.LrScale, g.Settings.WeightDecay, rule.LerpWeight(g.Params));
         }
     }
 
@@ -120,6 +124,19 @@ public sealed class FusedAdamW : IOptimizer
                 view.copy_(grad);
                 m.P.grad = view;
             }
+    }
+
+    /// <summary>Views of the flat moments (new handles, which the caller disposes).</summary>
+    public IReadOnlyDictionary<string, Tensor> StateOf(string name)
+    {
+        var d = new Dictionary<string, Tensor>();
+        foreach (var g in groups)
+            if (g.ExpAvg is not null && g.Members.FirstOrDefault(m => m.Name == name) is { } m)
+            {
+                (d["exp_avg"], d["exp_avg_sq"]) = (g.View(g.ExpAvg, m), g.View(g.ExpAvgSq!, m));
+                if (g.MaxExpAvgSq is { } max) d["max_exp_avg_sq"] = g.View(max, m);
+            }
+        return d;
     }
 
     public void DropState(IEnumerable<string> names)

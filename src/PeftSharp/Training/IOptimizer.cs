@@ -17,6 +17,13 @@ public interface IOptimizer : IDisposable
     /// <summary>Frees the state of parameters that stopped training.</summary>
     void DropState(IEnumerable<string> names);
 
+    /// <summary>
+    /// The live state tensors of parameter <paramref name="name"/> by key (<c>exp_avg</c>, <c>exp_avg_sq</c>, ...; views
+    /// into the flat buffers of a fused optimizer), empty before its first step. Where a method that reshapes a parameter
+    /// as it trains (a rank that grows) reads the moments to carry over.
+    /// </summary>
+    IReadOnlyDictionary<string, Tensor> StateOf(string name) => new Dictionary<string, Tensor>();
+
     /// <summary>State per parameter name, in one safetensors file (the same layout whatever the implementation).</summary>
     void Save(string path);
     void Load(string path);

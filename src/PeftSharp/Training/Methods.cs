@@ -61,7 +61,11 @@ public static class Methods
     /// <summary>The trainer's view of the model, with what the active adapters' methods add to training.</summary>
     public static TrainableModel Trainable(PeftModel model, string task)
     {
-        var plain = Objectives.ForPeft(model, task);
+        var plain = Objectives.ForPeft(model, task) with
+        {
+            LowRankFactors = model.ActiveAdapters.SelectMany(a => TunerRegistry.For(model.Configs[a]).LowRankFactors(model, a)).ToList(),
+            NoDecay = NoDecay(model),
+        };
         var hooks = model.ActiveAdapters.Select(a => TunerRegistry.For(model.Configs[a]).TrainingHooks(model, a)).OfType<ITrainingHooks>().ToList();
         if (hooks.Count == 0) return plain;
         return plain with
@@ -77,5 +81,21 @@ public static class Methods
             SaveState = () => hooks.SelectMany(h => h.CheckpointState(model)).ToDictionary(kv => kv.Key, kv => kv.Value),
             LoadState = (state, source) => { foreach (var h in hooks) h.RestoreCheckpointState(model, state, source); },
         };
+    }
+
+    /// <summary>
+    /// transformers' weight-decay exemptions (<c>get_parameter_names(model, ALL_LAYERNORM_LAYERS)</c> less names with
+    /// "bias"), as PEFT's LoRA+ groups them: biases, and the parameters of LayerNorm modules (RMSNorm is not among them).
+    /// </summary>
+    static HashSet<string> NoDecay(PeftModel model)
+    {
+        var names = new HashSet<string>();
+        foreach (var (path, module) in model.Base.named_modules())
+        {
+            var prefix = path.Length == 0 ? "" : path + ".";
+            foreach (var (name, _) in module.named_parameters(recurse: false))
+                if (module is TorchSharp.Modules.LayerNorm || (prefix + name).Contains("bias", StringComparison.Ordinal)) names.Add(prefix + name);
+        }
+        return names;
     }
 }

@@ -30,6 +30,10 @@ public sealed record TrainableModel(IReadOnlyList<(string Name, Parameter P)> Pa
     public Func<Dictionary<string, Tensor>>? SaveState { get; init; }
     /// <summary>Takes up <see cref="SaveState"/>'s tensors on resume, before the parameters are loaded; the string names the file.</summary>
     public Action<IReadOnlyDictionary<string, Tensor>, string>? LoadState { get; init; }
+    /// <summary>Layers whose update is scaling * B @ A, by parameter name: what <c>--optim loraplus|lorafa|lorapro</c> work on.</summary>
+    public IReadOnlyList<Tuners.LowRankFactors> LowRankFactors { get; init; } = [];
+    /// <summary>Parameters exempt from weight decay where an optimizer follows transformers' rule (biases, LayerNorm weights).</summary>
+    public IReadOnlySet<string> NoDecay { get; init; } = new HashSet<string>();
 }
 
 /// <summary>Optional plumbing for a run: where progress goes, cancellation, Ctrl+C handling, a per-step hook.</summary>
@@ -264,6 +268,7 @@ public static class Trainer
 
     static IOptimizer NewOptimizer(TrainingOptions o, TrainableModel model)
     {
+        if (o.Optim is "loraplus" or "lorafa" or "lorapro") return LowRankOptimizers.Create(o, model);
         bool fused = o.Optim == "adamw_torch_fused" || (o.Optim == "auto" && model.FixedParameterSet);
         if (fused && !model.FixedParameterSet)
             throw new ArgumentException("option optim adamw_torch_fused needs a fixed set of trainable parameters, and this method changes it as it trains; use adamw_torch");

@@ -111,9 +111,15 @@ public sealed record TrainingOptions
     public bool Amsgrad { get; init; }
     /// <summary>
     /// adamw_torch_fused (flat buffers: a few kernels a step), adamw_torch (one update per parameter, as PyTorch's
-    /// for-loop AdamW), or auto: fused unless the method changes its trainable set as it goes (LISA, HFT).
+    /// for-loop AdamW), or auto: fused unless the method changes its trainable set as it goes (LISA, HFT). For LoRA:
+    /// loraplus (B learns loraplus_lr_ratio times faster than A), lorafa (A frozen, B's gradient projected) or lorapro
+    /// (both gradients adjusted to approximate full fine-tuning's, Adam on the equivalent full-size gradient).
     /// </summary>
     public string Optim { get; init; } = "auto";
+    /// <summary>LoRA+: B's learning rate over A's (the paper suggests 2 to 16, larger for harder tasks).</summary>
+    public double LoraplusLrRatio { get; init; } = 16;
+    /// <summary>LoRA+: learning rate of LoRA factors on embedding layers (scheduled like the others).</summary>
+    public double LoraplusLrEmbedding { get; init; } = 1e-6;
     /// <summary>Gradients are clipped to this global L2 norm; 0 turns clipping off.</summary>
     public double MaxGradNorm { get; init; } = 1.0;
     /// <summary>Seed of the adapter's initialisation, the data split and shuffling, and dropout.</summary>
@@ -178,7 +184,11 @@ public sealed record TrainingOptions
         Check(WeightDecay >= 0, "weight_decay", "must not be negative");
         Check(AdamBeta1 is >= 0 and < 1 && AdamBeta2 is >= 0 and < 1, "adam_beta1/adam_beta2", "must be in [0, 1)");
         Check(AdamEpsilon >= 0, "adam_epsilon", "must not be negative");
-        Check(Optim is "auto" or "adamw_torch" or "adamw_torch_fused", "optim", "must be auto, adamw_torch or adamw_torch_fused");
+        Check(Optim is "auto" or "adamw_torch" or "adamw_torch_fused" or "loraplus" or "lorafa" or "lorapro", "optim",
+            "must be auto, adamw_torch, adamw_torch_fused, loraplus, lorafa or lorapro");
+        Check(LoraplusLrRatio > 0 && double.IsFinite(LoraplusLrRatio), "loraplus_lr_ratio", "must be a positive number");
+        Check(LoraplusLrEmbedding > 0 && double.IsFinite(LoraplusLrEmbedding), "loraplus_lr_embedding", "must be a positive number");
+        Check(!(Optim == "lorapro" && Amsgrad), "amsgrad", "is not supported by optim lorapro (its moments are of the full weight)");
         Check(MaxGradNorm >= 0, "max_grad_norm", "must not be negative (0 turns clipping off)");
         Check(MaxLength >= 2, "max_length", "must be at least 2");
         Check(EvalRatio is >= 0 and < 1, "eval_ratio", "must be in [0, 1)");

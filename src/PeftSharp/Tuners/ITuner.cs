@@ -38,6 +38,11 @@ public interface ITuner
     /// against the original base weights (PEFT's <c>path_initial_model_for_weight_conversion</c>).
     /// </summary>
     PeftConfig BeforeSave(PeftModel model, string adapter, PeftConfig config, Dictionary<string, Tensor> tensors, bool convertToLora) => config;
+    /// <summary>
+    /// The layers of <paramref name="adapter"/> whose update is scaling * B @ A, for the low-rank optimizers
+    /// (<c>--optim loraplus|lorafa|lorapro</c>); empty for methods of another shape.
+    /// </summary>
+    IEnumerable<LowRankFactors> LowRankFactors(PeftModel model, string adapter) => [];
 
     /// <summary>Whether <paramref name="config"/>'s initialisation needs data (<see cref="Calibrate"/>) before training.</summary>
     bool NeedsCalibration(PeftConfig config) => false;

@@ -67,7 +67,7 @@ public class OptionsTests
         e = Assert.Throws<ArgumentException>(() => (new TrainingOptions() with { LrSchedulerType = "polynomial" }).Validate());
         Assert.Contains("lr_scheduler_type must be one of constant, constant_with_warmup, linear, cosine", e.Message);
         e = Assert.Throws<ArgumentException>(() => (new TrainingOptions() with { Optim = "sgd" }).Validate());
-        Assert.Contains("option optim must be auto, adamw_torch or adamw_torch_fused", e.Message);
+        Assert.Contains("option optim must be auto, adamw_torch, adamw_torch_fused, loraplus, lorafa or lorapro", e.Message);
     }
 
     [Fact]

@@ -74,6 +74,19 @@ public sealed class LoraTuner : ITuner
     // PiSSA/OLoRA rewrite the base weight at init; a saved adapter already has its weights.
     public PeftConfig ForLoading(PeftConfig config) => (LoraConfig)config with { InitLoraWeights = "true" };
 
+    // DoRA re-normalises W + s B A, so its update is not s B A: the low-rank optimizers' algebra does not hold there.
+    public IEnumerable<LowRankFactors> LowRankFactors(PeftModel model, string adapter)
+    {
+        foreach (var (path, layer) in model.TunerLayers())
+        {
+            if (layer is not LoraLayer lora || !layer.AdapterNames.Contains(adapter) || lora.UsesDora(adapter)) continue;
+            var prefix = path.Length == 0 ? "" : path + ".";
+            yield return lora.Kind == BaseKind.Embedding
+                ? new LowRankFactors($"{prefix}lora_embedding_A.{adapter}", $"{prefix}lora_embedding_B.{adapter}", lora.Scaling(adapter), Embedding: true)
+                : new LowRankFactors($"{prefix}lora_A.{adapter}.weight", $"{prefix}lora_B.{adapter}.weight", lora.Scaling(adapter), Embedding: false);
+        }
+    }
+
     public void Inject(PeftModel model, string name, PeftConfig config)
     {
         var c = (LoraConfig)config;
