@@ -76,7 +76,7 @@ public class StreamingMemoryTests(StreamingMemoryTests.Inputs inputs, StreamingM
             Assert.True(peak < LimitBytes, $"peak RSS {peak / 1e6:F0} MB is over the {LimitBytes / 1e6:F0} MB limit (inputs: {inputBytes / 1e6:F0} MB)");
             using var merged = Checkpoint.Open(Path.Combine(dir, outName));
             Assert.Equal(models.Tensors, merged.Names.Count);
-            Assert.True(merged.Files.Count >= models.Tensors >= 32 ? 3 : 1, "sharded output");
+            Assert.True(merged.Files.Count >= (models.Tensors >= 32 ? 3 : 1), "sharded output");
             return inputBytes;
         }
         finally
