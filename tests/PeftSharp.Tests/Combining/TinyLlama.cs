@@ -47,9 +47,9 @@ internal static class TinyLlama
         return folder;
     }
 
-    public static PretrainedModel Load(Dictionary<string, Tensor> weights)
+    public static PretrainedModel Load(Dictionary<string, Tensor> weights, ScalarType dtype = ScalarType.Float32)
     {
-        var model = AutoModel.Create(Config());
+        var model = AutoModel.Create(Config(), dtype);
         using (no_grad())
             foreach (var (name, p) in model.named_parameters()) p.copy_(weights[name]);
         model.eval();
