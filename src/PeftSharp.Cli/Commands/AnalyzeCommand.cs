@@ -26,8 +26,11 @@ internal static class AnalyzeCommand
         var output = new Option<string>("--out") { Description = "folder for the adapter written by --reduce-intruders" }.Help(value: "<dir>");
         var cmd = new Command("analyze", "Compare fine-tuned weights with the base: singular spectra, effective rank, intruder dimensions")
             { model, adapter, tuned, json, plot, topK, epsilon, reduce, output };
+        var tuco = new AnalyzeTuco();
+        tuco.AddTo(cmd);
         cmd.SetAction(r =>
         {
+            if (tuco.Requested(r)) return tuco.Run(r, r.GetValue(model)!, r.GetValue(adapter), r.GetValue(tuned), r.GetValue(json));
             var modelDir = r.GetValue(model)!;
             var adapterDir = r.GetValue(adapter);
             var tunedDir = r.GetValue(tuned);

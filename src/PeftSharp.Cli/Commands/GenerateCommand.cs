@@ -35,8 +35,10 @@ internal static class GenerateCommand
         };
         var dtype = Options.DType();
         var device = Options.Device();
+        var tucoScale = Options.Number("--tuco-scale", "scale the adapter's fine-tuning component in every block (TuCo): 1 = the tuned model, 0 = the base, above 1 amplifies")
+            .Must(v => v is double d && double.IsFinite(d), "must be a finite number").Help(value: "<s>");
         var cmd = new Command("generate", "Generate text with a model (and adapter)")
-            { model, adapter, rowAdapters, prompt, promptIds, promptsFile, maxNew, greedy, temperature, topP, topK, repetition, seed, json, chat, dtype, device };
+            { model, adapter, rowAdapters, prompt, promptIds, promptsFile, maxNew, greedy, temperature, topP, topK, repetition, seed, json, chat, dtype, device, tucoScale };
         var proxy = new ProxyOptions();
         proxy.AddTo(cmd);
         cmd.SetAction(r =>
@@ -89,7 +91,13 @@ internal static class GenerateCommand
             var adapters = AdapterSet.Parse(r.GetValue(adapter), rows);
             adapters.CheckRows(prompts.Count, "the prompts");
 
+            var scale = r.GetValue(tucoScale);
+            if (scale is not null && (proxied || rows is { Length: > 0 }))
+                throw new ArgumentException("--tuco-scale steers one adapted model: leave out --proxy-base and --row-adapters");
             var m = adapters.Load(modelDir, r.GetValue(dtype), Options.ParseDevice(r.GetValue(device)!));
+            if (scale is double sc)
+                m = new PeftSharp.Generation.Composition.TuningScaled(m as PeftSharp.Peft.PeftModel
+                    ?? throw new ArgumentException("--tuco-scale scales an adapter's contribution: give --adapter DIR"), sc);
             // Proxy-tuning steers m (its rows keep their adapters) with the small pair's correction.
             var decoder = proxied ? proxy.Wrap(r, m, r.GetValue(dtype), m.Device) : m;
             foreach (var generated in adapters.Run(m, () => TextGenerator.Generate(decoder, prompts, options)))

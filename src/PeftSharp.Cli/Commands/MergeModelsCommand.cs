@@ -22,10 +22,14 @@ internal static class MergeModelsCommand
         var adapterRank = Options.WholeNumber("--adapter-rank", "write a LoRA adapter of this rank instead of full weights (overrides adapter_output.r)")
             .Must(r => r >= 1, "must be at least 1");
         var quiet = new Option<bool>("--quiet", "-q") { Description = "no progress bar" };
+        var evalFile = new Option<string>("--eval-file")
+        {
+            Description = "greedy soup (merge_method: linear): add the models best first, each only if the held-out loss on this file does not rise",
+        }.Help(value: "<file>");
 
         var command = new Command("merge-models", $"Merge models and LoRA adapters as mergekit does (merge_method: {string.Join(", ", PeftSharp.Merging.MergeMethods.Names)}; LiNeS)")
         {
-            config, output, allowCrimes, allowMissing, shardSize, seed, noTokenizer, adapterRank, quiet,
+            config, output, allowCrimes, allowMissing, shardSize, seed, noTokenizer, adapterRank, quiet, evalFile,
         };
         command.SetAction(parse =>
         {
@@ -43,6 +47,9 @@ internal static class MergeModelsCommand
                 RandomSeed = parse.GetValue(seed) ?? 0,
                 CopyTokenizer = !parse.GetValue(noTokenizer),
             };
+            if (parse.GetValue(evalFile) is { } held)
+                return File.Exists(held) ? GreedySoupRun(merge, held, outDir, options, stdout)
+                    : throw new FileNotFoundException($"--eval-file {held}: no such file (the held-out data of the greedy soup)");
             // The progress bar draws on the terminal itself; elsewhere (quiet, redirected, in-process) the merge runs plain.
             bool progress = !parse.GetValue(quiet) && stdout == Console.Out && !Console.IsOutputRedirected;
             var result = progress ? RunWithProgress(merge, outDir, options) : ModelMerger.Run(merge, outDir, options);
@@ -52,6 +59,22 @@ internal static class MergeModelsCommand
         });
         return command;
     }
+
+    static int GreedySoupRun(MergeConfig merge, string evalFile, string outDir, MergeOptions options, TextWriter stdout)
+    {
+        var loss = new HeldOutLoss(evalFile, TokenizerFolder(merge), padId: 0);
+        stdout.WriteLine($"greedy soup on {evalFile}: {loss.Rows} rows, {loss.Tokens} held-out tokens");
+        var result = GreedySoup.Run(merge, loss.Of, outDir, options, line => stdout.WriteLine("  " + line));
+        stdout.WriteLine($"greedy soup kept {result.Kept.Count} of {result.Steps.Count}: {string.Join(", ", result.Kept)} (held-out loss {result.Loss:F4})");
+        stdout.WriteLine($"merged {result.Merge.Tensors} tensors ({result.Merge.BytesWritten / 1e9:F2} GB) into {result.Merge.OutputFolder}");
+        return 0;
+    }
+
+    // the held-out text is tokenised with the first model folder that has a tokenizer
+    static string? TokenizerFolder(MergeConfig merge) => merge.Models
+        .Select(m => m.Model.Split('+')[0])
+        .SelectMany(p => new[] { p, merge.BaseDirectory is { } d ? Path.Combine(d, p) : p })
+        .FirstOrDefault(p => File.Exists(Path.Combine(p, "tokenizer.json")));
 
     static MergeResult RunWithProgress(MergeConfig config, string outDir, MergeOptions options)
     {

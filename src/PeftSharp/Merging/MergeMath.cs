@@ -89,9 +89,10 @@ public static partial class MergeMath
         if (density - epsilon <= 0 || density + epsilon >= 1)
             throw new ArgumentOutOfRangeException(nameof(epsilon), epsilon, $"density {density} +/- epsilon must stay inside (0, 1)");
         var rows = t.dim() < 2 ? t.unsqueeze(0) : t;
-        long n = rows.shape[1], chunk = Math.Max(1, (1L << 20) / n);
+        long n = rows.shape[1], chunk = Math.Max(1, (1L << 18) / n);
         var result = empty_like(rows);
-        // Rows are independent: a block of rows at a time bounds the rank temporaries (int64 indices) to a few MB.
+        // Rows are independent: a block of rows at a time bounds the rank temporaries (int64 indices) to a few MB
+        // (a quarter million values: ~7 MB in all, well under one 8 MB tensor of the streamed memory test).
         for (long start = 0; start < rows.shape[0]; start += chunk)
         {
             using var scope = NewDisposeScope();
@@ -114,9 +115,26 @@ public static partial class MergeMath
     /// </summary>
     public static Tensor RescaleL1(Tensor original, Tensor pruned)
     {
-        double before = original.abs().sum(type: ScalarType.Float64).item<double>();
-        double after = pruned.abs().sum(type: ScalarType.Float64).item<double>();
+        double before = AbsSum(original), after = AbsSum(pruned);
         return before >= 1e-8 && after >= 1e-8 ? pruned * (before / after) : pruned.clone();
+    }
+
+    /// <summary>
+    /// <c>sum |t|</c> in float64, a million values at a time: <c>t.abs()</c> whole would be one more tensor of
+    /// <paramref name="t"/>'s size (its float64 copy two) at the moment a merge holds the most.
+    /// </summary>
+    internal static double AbsSum(Tensor t)
+    {
+        const long Chunk = 1L << 20;
+        var flat = t.reshape(-1);
+        double sum = 0;
+        for (long start = 0; start < flat.numel(); start += Chunk)
+        {
+            using var scope = NewDisposeScope();
+            sum += flat.narrow(0, start, Math.Min(Chunk, flat.numel() - start)).abs().sum(type: ScalarType.Float64).item<double>();
+        }
+        if (!ReferenceEquals(flat, t)) flat.Dispose();
+        return sum;
     }
 
     /// <summary>
@@ -132,8 +150,8 @@ public static partial class MergeMath
             SignMethod.Frequency => stacked.sign().sum(dim: 0),
             _ => throw new ArgumentOutOfRangeException(nameof(method), method, null),
         };
-        var one = ones_like(votes);
-        return where(votes.ge(0), one, one.neg()).MoveToOuterDisposeScope();
+        // +1 where votes >= 0, else -1, with one whole-sized temporary (the bool mask) besides the result
+        return votes.ge(0).to(stacked.dtype).mul_(2).sub_(1).MoveToOuterDisposeScope();
     }
 
     /// <summary>

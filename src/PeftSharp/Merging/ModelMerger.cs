@@ -52,6 +52,7 @@ public static class ModelMerger
         var names = reference.Names.ToList();
         var depth = LayerDepth.For(names, reference.ConfigJson);
         var merger = new TensorMerger(method, inputs, parameters, depth, config.Lines, options.RandomSeed);
+        Malloc.MapLargeBlocks(1 << 20);   // tensor-sized temporaries go back to the kernel when freed (see Malloc)
         var outType = ParseDType(config.OutDType ?? config.DType);
 
         var stage = MergeOutput.Stage(outputFolder);

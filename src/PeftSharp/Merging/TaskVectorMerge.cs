@@ -75,13 +75,24 @@ public static class TaskVectorMerge
             return MergeMath.DisjointMerge(stacked.mul_(w), agreeUnweighted);
         }
         stacked.mul_(w);                                                           // weighted, in place
-        using var agree = MergeMath.SignAgreement(stacked, MergeMath.ElectSign(stacked, options.SignMethod));
-        using var mask = agree.to(stacked.dtype);
-        var mixed = stacked.mul_(mask).sum(dim: 0);
-        if (!options.Normalize) return mixed;
-        // mergekit divides by the sum of the weights that agree (1 where none does).
-        using var divisor = mask.mul_(w).sum(dim: 0);
-        return mixed.div_(divisor.masked_fill_(divisor.eq(0), 1));
+        // One task vector at a time, so that the sign and mask temporaries are one tensor's size rather than n.
+        Tensor? divisor = null;
+        using (var elected = MergeMath.ElectSign(stacked, options.SignMethod))
+            for (int i = 0; i < inputs.Count; i++)
+            {
+                using var scope = NewDisposeScope();
+                var row = stacked[i];
+                var mask = row.sign().eq_(elected);                                // 1 where it agrees, else 0
+                row.mul_(mask);
+                if (!options.Normalize) continue;
+                // mergekit divides by the sum of the weights that agree (1 where none does).
+                if (divisor is null) divisor = mask.mul_(weights[i]).MoveToOuterDisposeScope();
+                else divisor.add_(mask, alpha: weights[i]);
+            }
+        var mixed = stacked.sum(dim: 0);
+        stacked.Dispose();
+        if (divisor is null) return mixed;
+        using (divisor) using (var none = divisor.eq(0)) return mixed.div_(divisor.masked_fill_(none, 1));
     }
 
     static Tensor Sparsify(Sparsification how, TaskVectorInput input, bool rescale)
@@ -102,9 +113,7 @@ public static class TaskVectorMerge
     static Tensor RescaledIf(bool rescale, Tensor original, Tensor pruned)
     {
         if (!rescale) return pruned;
-        using var before = original.abs().sum(type: ScalarType.Float64);
-        using var after = pruned.abs().sum(type: ScalarType.Float64);
-        double b = before.item<double>(), a = after.item<double>();
+        double b = MergeMath.AbsSum(original), a = MergeMath.AbsSum(pruned);
         return b >= 1e-8 && a >= 1e-8 ? pruned.mul_(b / a) : pruned;
     }
 }

@@ -20,6 +20,25 @@ public static class Malloc
         catch (Exception e) when (e is EntryPointNotFoundException or DllNotFoundException) { unavailable = true; } // musl, ...
     }
 
+    /// <summary>
+    /// Serves every allocation of <paramref name="bytes"/> or more from its own mapping, returned to the kernel when
+    /// freed (glibc's M_MMAP_THRESHOLD; a no-op elsewhere). glibc otherwise raises that threshold to the size of each
+    /// large block freed, and from then on keeps such blocks in the heap, where the temporaries of a ranking merge
+    /// (della, sce) fragmented it: 301 MB resident instead of 254 MB for the same merge, at ~5% more CPU time.
+    /// Process-wide and lasting: glibc has no way back to the adaptive threshold.
+    /// </summary>
+    public static void MapLargeBlocks(int bytes)
+    {
+        if (unavailable) return;
+        try { _ = mallopt(MmapThreshold, bytes); }
+        catch (Exception e) when (e is EntryPointNotFoundException or DllNotFoundException) { unavailable = true; }
+    }
+
+    const int MmapThreshold = -3;   // M_MMAP_THRESHOLD in malloc.h
+
+    [DllImport("libc", EntryPoint = "mallopt")]
+    static extern int mallopt(int param, int value);
+
     [DllImport("libc", EntryPoint = "malloc_trim")]
     static extern int malloc_trim(nuint pad);
 }

@@ -50,6 +50,13 @@ public sealed class DecoderStack : nn.Module
 
     internal Rope Rope => rope;
 
+    /// <summary>
+    /// When set, runs each block in place of the stack: given the block's index, its input [B, T, H], the cache the
+    /// stack was given and a function that runs the block on an input with a cache, returns the block's output.
+    /// For analyses and steering that take a block apart (TuCo); null in normal use.
+    /// </summary>
+    public Func<int, Tensor, KvCache?, Func<Tensor, KvCache?, Tensor>, Tensor>? LayerHook { get; set; }
+
     /// <summary>Input embeddings of ids, as the family's embedding layer returns them.</summary>
     public Tensor Embed(Tensor ids)
     {
@@ -82,6 +89,11 @@ public sealed class DecoderStack : nn.Module
         {
             var layer = (IDecoderLayer)layers[i];
             var p = config.IsSliding(i) ? sliding : global;
+            if (LayerHook is { } hook)
+            {
+                h = hook(i, h, inputs.Cache, (x, cache) => layer.Forward(x, p, cache));
+                continue;
+            }
             h = checkpoint
                 ? ActivationCheckpoint.Run(xs => layer.Forward(xs[0]!, new LayerInputs(xs[1]!, xs[2]!, xs[3]), null), h, p.Cos, p.Sin, p.Mask)
                 : layer.Forward(h, p, inputs.Cache);
