@@ -17,6 +17,10 @@ public interface IOptimizer : IDisposable
     /// <summary>Frees the state of parameters that stopped training.</summary>
     void DropState(IEnumerable<string> names);
 
+    /// <summary>Zeroes the state of some entries of a flat parameter (their weights were replaced by others).</summary>
+    void ResetEntries(string name, Tensor entries) =>
+        throw new NotSupportedException($"{GetType().Name} cannot reset the state of single entries of '{name}'");
+
     /// <summary>State per parameter name, in one safetensors file (the same layout whatever the implementation).</summary>
     void Save(string path);
     void Load(string path);

@@ -26,6 +26,13 @@ public sealed record TrainableModel(IReadOnlyList<(string Name, Parameter P)> Pa
     public Action<int>? Resumed { get; init; }
     /// <summary>False when <see cref="AfterOptimizerStep"/> freezes and thaws parameters (LISA, HFT): the fused optimizer needs a fixed set.</summary>
     public bool FixedParameterSet { get; init; } = true;
+    /// <summary>
+    /// Asked after each optimizer step: entries of parameters whose optimizer state must be zeroed because a method
+    /// moved them to other weights (SpIEL's regrowth, LIFT's mask refresh).
+    /// </summary>
+    public Func<IEnumerable<(Parameter P, Tensor Entries)>>? StaleOptimizerEntries { get; init; }
+    /// <summary>Called once a checkpoint folder is restored, with its step: for method state that is not a parameter (sparse supports).</summary>
+    public Action<string, int>? RestoredFrom { get; init; }
 }
 
 /// <summary>Optional plumbing for a run: where progress goes, cancellation, Ctrl+C handling, a per-step hook.</summary>
@@ -90,6 +97,7 @@ public static class Trainer
                 progress.Message($"resuming with learning rate {schedule.BaseLr:G4} instead of {saved.Schedule.BaseLr:G4}: the schedule keeps its " +
                     $"shape and its place (step {saved.GlobalStep} of {totalSteps}), and every rate from here on is scaled by {schedule.BaseLr / saved.Schedule.BaseLr:G4}");
             state = saved with { Schedule = schedule };
+            model.RestoredFrom?.Invoke(checkpoint, state.GlobalStep);
             model.Resumed?.Invoke(state.GlobalStep);
         }
         string? lastCheckpoint = outDir is null ? null : TrainerCheckpoint.Latest(outDir);
@@ -138,6 +146,8 @@ public static class Trainer
                 var lr = schedule.At(state.GlobalStep);
                 optimizer.Step(lr);
                 model.AfterOptimizerStep?.Invoke(state.GlobalStep + 1);
+                foreach (var (p, entries) in model.StaleOptimizerEntries?.Invoke() ?? [])
+                    optimizer.ResetEntries(parameters.First(x => x.P.Handle == p.Handle).Name, entries);
                 // Parameters the hook froze (LISA's, HFT's) give their optimizer state back.
                 optimizer.DropState(parameters.Where(p => !p.P.requires_grad).Select(p => p.Name));
                 optimizer.ZeroGrad();

@@ -49,4 +49,16 @@ public interface ITrainingHooks
     Tensor ExtraLoss(PeftModel model);
     /// <param name="step">the optimizer step just taken, from 1.</param>
     void AfterOptimizerStep(PeftModel model, int step);
+
+    /// <summary>
+    /// Entries of parameters whose optimizer state no longer belongs to them (a sparse method moved them to new
+    /// weights), asked once after each step; the trainer zeroes their state.
+    /// </summary>
+    IEnumerable<(Parameter P, Tensor Entries)> StaleOptimizerEntries(PeftModel model) => [];
+
+    /// <summary>After a checkpoint in folder <paramref name="checkpoint"/> is restored, at <paramref name="step"/>: restore what is not a parameter.</summary>
+    void Resumed(PeftModel model, string checkpoint, int step) { }
+
+    /// <summary>True when <see cref="AfterOptimizerStep"/> freezes parameters (the fused optimizer needs a fixed set).</summary>
+    bool ChangesParameterSet => false;
 }
