@@ -12,6 +12,8 @@ using PeftSharp.Tuners.PrefixTuning;
 using PeftSharp.Tuners.PromptTuning;
 using PeftSharp.Tuners.PTuning;
 using PeftSharp.Tuners.Ssf;
+using PeftSharp.Tuners.SparseFt;
+using PeftSharp.Tuners.SparseFt.Shira;
 
 namespace PeftSharp.Tuners;
 
@@ -39,6 +41,8 @@ public static class TunerRegistry
         Register(new BottleneckTuner());
         Register(new SsfTuner());
         Register(new BitFitTuner());
+        Register(new SparseFtTuner());
+        Register(new ShiraTuner());
     }
 
     public static void Register(ITuner tuner) => Tuners[tuner.PeftType] = tuner;

@@ -1,0 +1,17 @@
+using PeftSharp.Tuners.SparseFt.Masks;
+
+namespace PeftSharp.Tuners.SparseFt;
+
+/// <summary>The sparse fine-tuning methods by name; each is also a <c>--method</c>.</summary>
+public static class SparseMethods
+{
+    public static readonly IReadOnlyList<ISparseMethod> All =
+    [
+        new RandomMaskMethod(),
+        new MagnitudeMethod(),
+    ];
+
+    public static ISparseMethod Get(string name) =>
+        All.FirstOrDefault(m => m.Name == name)
+        ?? throw new ArgumentException($"sparse fine-tuning method '{name}' is not one of: {string.Join(", ", All.Select(m => m.Name))}");
+}
