@@ -1,4 +1,7 @@
+using PeftSharp.Tuners.SparseFt.Lift;
+using PeftSharp.Tuners.SparseFt.LtSft;
 using PeftSharp.Tuners.SparseFt.Masks;
+using PeftSharp.Tuners.SparseFt.Spiel;
 
 namespace PeftSharp.Tuners.SparseFt;
 
@@ -9,6 +12,9 @@ public static class SparseMethods
     [
         new RandomMaskMethod(),
         new MagnitudeMethod(),
+        new SpielMethod(),
+        new LtSftMethod(),
+        new LiftMethod(),
     ];
 
     public static ISparseMethod Get(string name) =>
