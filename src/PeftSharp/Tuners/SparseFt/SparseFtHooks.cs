@@ -17,9 +17,12 @@ internal sealed class SparseFtHooks(string adapter, IReadOnlyList<SparseTarget> 
 
     public bool ChangesParameterSet => schedule.ChangesParameterSet;
 
+    List<(Parameter, Tensor)> stale = new();
+
     public IEnumerable<(Parameter P, Tensor Entries)> StaleOptimizerEntries(PeftModel model)
     {
-        var stale = new List<(Parameter, Tensor)>();
+        foreach (var (_, slots) in stale) slots.Dispose();   // handed out last step, used by now
+        stale = new List<(Parameter, Tensor)>();
         foreach (var t in targets)
         {
             var d = t.Delta;

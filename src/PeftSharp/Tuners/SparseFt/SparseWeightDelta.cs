@@ -91,7 +91,7 @@ public sealed class SparseWeightDelta
         if (freed.shape[0] == 0) return 0;
         Indices.index_put_(incoming, freed);
         Values.index_fill_(0, freed, 0);
-        ChangedSlots.Add(freed.MoveToOuterDisposeScope());
+        ChangedSlots.Add(freed.DetachFromDisposeScope());
         return ChangedSlots[^1].shape[0];
     }
 
