@@ -16,6 +16,8 @@ var benchmarks = new Dictionary<string, Func<string[], int>>
     ["gpu-train"] = GpuTrainBenchmark.Run,
     ["tokenize"] = TokenizeBenchmark.Run,
     ["row-adapters"] = RowAdapterBenchmark.Run,
+    ["sparse"] = SparseBenchmark.Run,
+    [SparseBenchmark.ChildVerb] = SparseBenchmark.RunOne,
     [TrainBenchmarks.ChildVerb] = TrainBenchmarks.RunOne,
     [MergeBenchmark.ChildVerb] = MergeBenchmark.RunOne,
 };

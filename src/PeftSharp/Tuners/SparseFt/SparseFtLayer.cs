@@ -62,13 +62,16 @@ public sealed class SparseFtLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
         sparse_ft_dense.Add(adapter, d.Dense);
     }
 
-    /// <summary>Ends dense training: the dense change stops counting and training, and its memory is given back.</summary>
+    /// <summary>
+    /// Ends dense training: the dense change is zeroed, frozen and no longer counts. Its buffer stays allocated: the
+    /// trainer's parameter list and checkpoints have it with its shape, and a resumed run must find the same.
+    /// </summary>
     public void EndDense(string adapter)
     {
         var d = Delta(adapter);
         if (d.Dense is not { } dense) return;
         dense.requires_grad = false;
-        using (no_grad()) dense.set_(empty(0, device: dense.device));
+        using (no_grad()) dense.zero_();
         d.Dense = null;
     }
 
@@ -102,7 +105,7 @@ public sealed class SparseFtLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
     public void RemoveTensors(string adapter)
     {
         sparse_ft_values.Remove(adapter);
-        if (deltas[adapter].Dense is not null) sparse_ft_dense.Remove(adapter);
+        if (sparse_ft_dense.ContainsKey(adapter)) sparse_ft_dense.Remove(adapter);
         deltas.Remove(adapter);
     }
 

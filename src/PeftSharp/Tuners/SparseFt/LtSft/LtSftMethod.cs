@@ -27,8 +27,8 @@ internal sealed class LtSftMethod : ISparseMethod
 
 /// <summary>
 /// Phase 1 trains a dense change of each target (and keeps Adam state for it: that phase costs what full fine-tuning
-/// costs); after step <c>phase1</c> the top-K of |change| becomes the support, the change is dropped and frozen (its
-/// buffer stays allocated, as the trainer's parameter list is fixed), and the values train from zero.
+/// costs); after step <c>phase1</c> the top-K of |change| becomes the support, the change is zeroed and frozen (its
+/// buffer stays allocated: the trainer's parameter list and checkpoints are fixed), and the values train from zero.
 /// </summary>
 internal sealed class LtSftSchedule : ISparseSchedule
 {
