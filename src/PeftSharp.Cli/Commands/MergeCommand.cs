@@ -2,6 +2,7 @@ using System.CommandLine;
 using PeftSharp.Models;
 using PeftSharp.Peft;
 using PeftSharp.Tuners.Lora;
+using PeftSharp.Tuners.SparseFt;
 using static TorchSharp.torch;
 
 namespace PeftSharp.Cli.Commands;
@@ -35,14 +36,23 @@ internal static class MergeCommand
             var modelDir = r.GetValue(model)!;
             var dirs = r.GetValue(adapters)!;
             var outDir = r.GetValue(output)!;
-            var w = r.GetValue(weights) ?? Enumerable.Repeat(1.0, dirs.Length).ToArray();
+            // An option not given reads as an empty list: then every adapter weighs 1.
+            var w = r.GetValue(weights) is { Length: > 0 } given ? given : Enumerable.Repeat(1.0, dirs.Length).ToArray();
             if (w.Length != dirs.Length) throw new ArgumentException($"--weights has {w.Length} value(s) for {dirs.Length} --adapter folder(s): give one weight per adapter");
             Options.CheckOutputFolder("--out", outDir);
             // The merge arithmetic (and svd-based combinations) run where the model is; saving copies back to the host.
             var baseModel = AutoModel.Load(modelDir, ScalarType.Float32, Options.ParseDevice(r.GetValue(device)!));
             var pm = PeftModel.FromPretrained(baseModel, dirs[0], "a0");
             for (int i = 1; i < dirs.Length; i++) pm.LoadAdapter(dirs[i], $"a{i}");
-            if (dirs.Length > 1 || w[0] != 1.0)
+            var names = Enumerable.Range(0, dirs.Length).Select(i => $"a{i}").ToList();
+            if (names.All(n => SparseComposition.IsSparse(pm.Configs[n])))
+            {
+                // Sparse deltas compose by addition: merging them all writes W + Σ w_i δ_i.
+                if (r.GetValue(combination) is { } how && how != "linear")
+                    throw new ArgumentException($"--combination {how}: sparse deltas (SPARSE_FT, SHIRA) compose by addition only; use linear");
+                SparseComposition.ComposeInPlace(pm, names, w);
+            }
+            else if (dirs.Length > 1 || w[0] != 1.0)
             {
                 pm.AddWeightedAdapter(Enumerable.Range(0, dirs.Length).Select(i => $"a{i}").ToList(), w, "merged", r.GetValue(combination)!,
                     r.GetValue(svdRank), r.GetValue(density) ?? 1.0);

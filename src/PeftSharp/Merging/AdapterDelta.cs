@@ -10,6 +10,7 @@ namespace PeftSharp.Merging;
 /// fine-tuned model: for each targeted module, <c>delta(module.weight) = scaling * B @ A</c> with
 /// <c>scaling = lora_alpha / r</c> (<c>lora_alpha / sqrt(r)</c> with <c>use_rslora</c>), transposed for
 /// <c>fan_in_fan_out</c> layers and embeddings; <c>modules_to_save</c> tensors replace the base tensor outright.
+/// A sparse delta (SPARSE_FT, PEFT's SHIRA) is a task vector already: <c>delta(module.weight) = scatter(indices, values)</c>.
 /// </summary>
 public sealed class AdapterDelta : IDisposable
 {
@@ -20,6 +21,9 @@ public sealed class AdapterDelta : IDisposable
     readonly SafetensorsFile file;
     readonly Dictionary<string, Pair> lora = new();       // base tensor name -> its LoRA factors
     readonly Dictionary<string, string> replaced = new(); // base tensor name -> key of a saved full tensor
+    readonly Dictionary<string, SparseKeys> sparse = new(); // base tensor name -> its sparse delta's tensors
+
+    sealed record SparseKeys(string Indices, string Values, bool Shira);
 
     sealed record Pair(string Module, string A, string B, bool Embedding, double Scaling);
 
@@ -31,7 +35,7 @@ public sealed class AdapterDelta : IDisposable
     public IEnumerable<string> LoraModules => lora.Values.Select(p => p.Module);
 
     /// <summary>Names of the base tensors this adapter changes.</summary>
-    public IEnumerable<string> Targets => lora.Keys.Concat(replaced.Keys);
+    public IEnumerable<string> Targets => lora.Keys.Concat(replaced.Keys).Concat(sparse.Keys);
 
     public static bool IsAdapter(string path) => File.Exists(Path.Combine(path, ConfigFile));
 
@@ -52,9 +56,9 @@ public sealed class AdapterDelta : IDisposable
         using var doc = JsonDocument.Parse(File.ReadAllText(configPath));
         var c = doc.RootElement;
         var peftType = Str(c, "peft_type") ?? "LORA";
-        if (peftType != "LORA")
+        if (peftType is not ("LORA" or "SPARSE_FT" or "SHIRA"))
             throw new MergeException($"{configPath}: peft_type {peftType} cannot be merged as a task vector yet; only LoRA adapters can " +
-                "(merge_and_unload it in PEFT and merge the resulting model instead)");
+                "and sparse deltas (SPARSE_FT, SHIRA) can (merge_and_unload it in PEFT and merge the resulting model instead)");
         if (c.TryGetProperty("use_dora", out var dora) && dora.ValueKind == JsonValueKind.True)
             throw new MergeException($"{configPath}: DoRA adapters are not supported as merge inputs: their delta depends on the " +
                 "base weight norm. merge_and_unload the adapter and merge the resulting model instead");
@@ -89,6 +93,15 @@ public sealed class AdapterDelta : IDisposable
             var name = key[Prefix.Length..];
             string? module = null;
             bool embedding = false;
+            if (SparseSuffixes.FirstOrDefault(s => name.EndsWith(s.Values, StringComparison.Ordinal)) is { Values: not null } sp)
+            {
+                var owner = name[..^sp.Values.Length];
+                var indices = Prefix + owner + sp.Indices;
+                if (!file.Contains(indices)) throw new MergeException($"{file.Path}: '{key}' has no matching '{indices}'");
+                sparse[owner + ".weight"] = new SparseKeys(indices, key, sp.Shira);
+                continue;
+            }
+            if (SparseSuffixes.Any(s => name.EndsWith(s.Indices, StringComparison.Ordinal))) continue;
             if (name.EndsWith(".lora_A.weight", StringComparison.Ordinal)) module = name[..^".lora_A.weight".Length];
             else if (name.EndsWith(".lora_embedding_A", StringComparison.Ordinal)) { module = name[..^".lora_embedding_A".Length]; embedding = true; }
             else if (name.EndsWith(".lora_B.weight", StringComparison.Ordinal) || name.EndsWith(".lora_embedding_B", StringComparison.Ordinal)) continue;
@@ -113,7 +126,10 @@ public sealed class AdapterDelta : IDisposable
     internal (string A, string B, bool Embedding, double Scaling)? LoraFactors(string baseTensor) =>
         lora.TryGetValue(baseTensor, out var p) ? (p.A, p.B, p.Embedding, p.Scaling) : null;
 
-    public bool Changes(string baseTensor) => lora.ContainsKey(baseTensor) || replaced.ContainsKey(baseTensor);
+    static readonly (string Values, string Indices, bool Shira)[] SparseSuffixes =
+        [(".sparse_ft_values", ".sparse_ft_indices", false), (".shira_weight", ".shira_indices", true)];
+
+    public bool Changes(string baseTensor) => lora.ContainsKey(baseTensor) || replaced.ContainsKey(baseTensor) || sparse.ContainsKey(baseTensor);
 
     /// <summary>
     /// The change this adapter makes to <paramref name="baseTensor"/> (float32, the base tensor's shape), or null when it
@@ -134,11 +150,26 @@ public sealed class AdapterDelta : IDisposable
             delta = b.matmul(a).mul_(p.Scaling);            // [out, in]
             if (FanInFanOut || p.Embedding) delta = delta.t();
         }
+        else if (sparse.TryGetValue(baseTensor, out var s)) delta = SparseDelta(s, baseWeight);
         else return null;
         if (!delta.shape.SequenceEqual(baseWeight.shape))
             throw new MergeException($"adapter {Folder}: '{baseTensor}' would change by a delta of shape [{string.Join(",", delta.shape)}] " +
                 $"but the base tensor is [{string.Join(",", baseWeight.shape)}]: is this adapter for another model?");
         return delta.contiguous().MoveToOuterDisposeScope();
+    }
+
+    // Flat indices into the weight as stored (SHiRA: int32 [2, K] rows and columns of a Linear [out, in]).
+    Tensor SparseDelta(SparseKeys s, Tensor baseWeight)
+    {
+        var indices = file.Load(s.Indices).to(ScalarType.Int64);
+        var values = file.Load(s.Values).to(ScalarType.Float32);
+        long numel = baseWeight.numel();
+        var flat = s.Shira && indices.dim() == 2 && indices.shape[0] == 2 && baseWeight.dim() == 2 ? indices[0] * baseWeight.shape[1] + indices[1] : indices;
+        if (flat.dim() != 1 || flat.shape[0] != values.shape[0])
+            throw new MergeException($"{file.Path}: '{s.Indices}' has shape [{string.Join(",", indices.shape)}] for {values.shape[0]} values in '{s.Values}'");
+        if (flat.shape[0] > 0 && (flat.min().item<long>() < 0 || flat.max().item<long>() >= numel))
+            throw new MergeException($"{file.Path}: '{s.Indices}' has indices outside the base tensor [{string.Join(",", baseWeight.shape)}]: is this adapter for another model?");
+        return zeros(numel, dtype: ScalarType.Float32).index_put_(values, flat).view(baseWeight.shape);
     }
 
     // PEFT's get_pattern_key: the first pattern p such that the module name matches (.*\.)?(p)$.

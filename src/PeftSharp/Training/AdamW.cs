@@ -89,6 +89,15 @@ public sealed class AdamW : IOptimizer
         return d;
     }
 
+    /// <summary>Zeroes the moments of <paramref name="entries"/> of the flat parameter <paramref name="name"/> (its step count stays).</summary>
+    public void ResetEntries(string name, Tensor entries)
+    {
+        if (!state.TryGetValue(name, out var s)) return;
+        using var _ = no_grad();
+        foreach (var t in new[] { s.ExpAvg, s.ExpAvgSq, s.MaxExpAvgSq }.OfType<Tensor>())
+            t.view(-1).index_fill_(0, entries, 0).Dispose();
+    }
+
     /// <summary>The parameters' gradients (new handles, which the caller's dispose scope owns).</summary>
     public IReadOnlyList<Tensor> Gradients() => parameters.Select(p => p.P.grad).Where(g => g is not null).Cast<Tensor>().ToList();
 

@@ -144,6 +144,17 @@ public sealed class FusedAdamW : IOptimizer
         if (names.Any()) throw new NotSupportedException("the fused AdamW keeps one state for all its parameters and cannot drop some; use AdamW");
     }
 
+    /// <summary>Zeroes the moments of <paramref name="entries"/> of the flat parameter <paramref name="name"/>.</summary>
+    public void ResetEntries(string name, Tensor entries)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        foreach (var g in groups)
+            foreach (var m in g.Members.Where(m => m.Name == name))
+                foreach (var flat in new[] { g.ExpAvg, g.ExpAvgSq, g.MaxExpAvgSq }.OfType<Tensor>())
+                    g.View(flat, m).view(-1).index_fill_(0, entries, 0);
+    }
+
     public void Save(string path)
     {
         using var scope = NewDisposeScope();

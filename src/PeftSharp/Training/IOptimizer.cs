@@ -24,6 +24,10 @@ public interface IOptimizer : IDisposable
     /// </summary>
     IReadOnlyDictionary<string, Tensor> StateOf(string name) => new Dictionary<string, Tensor>();
 
+    /// <summary>Zeroes the state of some entries of a flat parameter (their weights were replaced by others).</summary>
+    void ResetEntries(string name, Tensor entries) =>
+        throw new NotSupportedException($"{GetType().Name} cannot reset the state of single entries of '{name}'");
+
     /// <summary>State per parameter name, in one safetensors file (the same layout whatever the implementation).</summary>
     void Save(string path);
     void Load(string path);

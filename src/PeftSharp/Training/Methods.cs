@@ -19,7 +19,8 @@ public static class Methods
     public static PeftConfig ConfigFor(TrainingOptions o, ModelConfig model, int totalSteps)
     {
         var settings = new PresetSettings(o.LoraR, o.LoraAlpha, o.LoraDropout, o.LoraTargetModules, o.UseRslora, o.UseDora,
-            o.Task == "seq_cls" ? "SEQ_CLS" : "CAUSAL_LM", o.Model, model, totalSteps);
+            o.Task == "seq_cls" ? "SEQ_CLS" : "CAUSAL_LM", o.Model, model, totalSteps)
+        { Density = o.Density, ReselectionSteps = o.SparseReselectionSteps, Seed = o.Seed };
         if (o.AdapterConfig is { } path) return FromFile(path, o, settings);
         var preset = TunerRegistry.Preset(o.Method)
             ?? throw new ArgumentException($"option method '{o.Method}' is not one of: {string.Join(", ", Names)}");
@@ -61,15 +62,19 @@ public static class Methods
     /// <summary>The trainer's view of the model, with what the active adapters' methods add to training.</summary>
     public static TrainableModel Trainable(PeftModel model, string task)
     {
+        // Hooks first: a method may add the parameters it trains when training starts (LT-SFT's dense phase).
+        var hooks = model.ActiveAdapters.Select(a => TunerRegistry.For(model.Configs[a]).TrainingHooks(model, a)).OfType<ITrainingHooks>().ToList();
         var plain = Objectives.ForPeft(model, task) with
         {
             LowRankFactors = model.ActiveAdapters.SelectMany(a => TunerRegistry.For(model.Configs[a]).LowRankFactors(model, a)).ToList(),
             NoDecay = NoDecay(model),
         };
-        var hooks = model.ActiveAdapters.Select(a => TunerRegistry.For(model.Configs[a]).TrainingHooks(model, a)).OfType<ITrainingHooks>().ToList();
         if (hooks.Count == 0) return plain;
         return plain with
         {
+            FixedParameterSet = plain.FixedParameterSet && !hooks.Any(h => h.ChangesParameterSet),
+            StaleOptimizerEntries = () => hooks.SelectMany(h => h.StaleOptimizerEntries(model)).ToList(),
+            RestoredFrom = (checkpoint, step) => { foreach (var h in hooks) h.Resumed(model, checkpoint, step); },
             // Extra terms shape training only: held-out loss stays the plain loss.
             ComputeLoss = b => model.Base.training ? hooks.Aggregate(plain.ComputeLoss(b), (loss, h) => loss + h.ExtraLoss(model)) : plain.ComputeLoss(b),
             AfterOptimizerStep = step =>
@@ -77,7 +82,6 @@ public static class Methods
                 plain.AfterOptimizerStep?.Invoke(step);
                 foreach (var h in hooks) h.AfterOptimizerStep(model, step);
             },
-            FixedParameterSet = plain.FixedParameterSet && !hooks.Any(h => h.GrowsParameters),
             SaveState = () => hooks.SelectMany(h => h.CheckpointState(model)).ToDictionary(kv => kv.Key, kv => kv.Value),
             LoadState = (state, source) => { foreach (var h in hooks) h.RestoreCheckpointState(model, state, source); },
         };

@@ -34,6 +34,13 @@ public sealed record TrainableModel(IReadOnlyList<(string Name, Parameter P)> Pa
     public IReadOnlyList<Tuners.LowRankFactors> LowRankFactors { get; init; } = [];
     /// <summary>Parameters exempt from weight decay where an optimizer follows transformers' rule (biases, LayerNorm weights).</summary>
     public IReadOnlySet<string> NoDecay { get; init; } = new HashSet<string>();
+    /// <summary>
+    /// Asked after each optimizer step: entries of parameters whose optimizer state must be zeroed because a method
+    /// moved them to other weights (SpIEL's regrowth, LIFT's mask refresh).
+    /// </summary>
+    public Func<IEnumerable<(Parameter P, Tensor Entries)>>? StaleOptimizerEntries { get; init; }
+    /// <summary>Called once a checkpoint folder is restored, with its step: for method state that is not a parameter (sparse supports).</summary>
+    public Action<string, int>? RestoredFrom { get; init; }
 }
 
 /// <summary>Optional plumbing for a run: where progress goes, cancellation, Ctrl+C handling, a per-step hook.</summary>
@@ -98,6 +105,7 @@ public static class Trainer
                 progress.Message($"resuming with learning rate {schedule.BaseLr:G4} instead of {saved.Schedule.BaseLr:G4}: the schedule keeps its " +
                     $"shape and its place (step {saved.GlobalStep} of {totalSteps}), and every rate from here on is scaled by {schedule.BaseLr / saved.Schedule.BaseLr:G4}");
             state = saved with { Schedule = schedule };
+            model.RestoredFrom?.Invoke(checkpoint, state.GlobalStep);
             model.Resumed?.Invoke(state.GlobalStep);
         }
         string? lastCheckpoint = outDir is null ? null : TrainerCheckpoint.Latest(outDir);
@@ -146,6 +154,8 @@ public static class Trainer
                 var lr = schedule.At(state.GlobalStep);
                 optimizer.Step(lr);
                 model.AfterOptimizerStep?.Invoke(state.GlobalStep + 1);
+                foreach (var (p, entries) in model.StaleOptimizerEntries?.Invoke() ?? [])
+                    optimizer.ResetEntries(parameters.First(x => x.P.Handle == p.Handle).Name, entries);
                 // Parameters the hook froze (LISA's, HFT's) give their optimizer state back.
                 optimizer.DropState(parameters.Where(p => !p.P.requires_grad).Select(p => p.Name));
                 optimizer.ZeroGrad();

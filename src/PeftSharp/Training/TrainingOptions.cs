@@ -45,6 +45,10 @@ public sealed record TrainingOptions
     public int LisaActiveLayers { get; init; } = 2;
     /// <summary>LISA and HFT: re-sample the trained layers (HFT: the frozen half) every this many steps.</summary>
     public int LisaInterval { get; init; } = 5;
+    /// <summary>Sparse fine-tuning (spiel, lt-sft, lift, random-mask, magnitude): share of each target weight's entries that may change, in (0, 1].</summary>
+    public double Density { get; init; } = 0.01;
+    /// <summary>Sparse fine-tuning: re-choose the trained entries every this many steps (SpIEL's regrowth, LIFT's mask refresh); 0: never.</summary>
+    public int SparseReselectionSteps { get; init; } = 20;
 
     // ---- precision, memory and device
     /// <summary>Keep base weights and activations in bfloat16 (adapter weights, optimizer state and the loss stay float32).</summary>
@@ -203,6 +207,8 @@ public sealed record TrainingOptions
         Check(InitBatches >= 1, "init_batches", "must be at least 1");
         Check(LisaActiveLayers >= 1, "lisa_active_layers", "must be at least 1");
         Check(LisaInterval >= 1, "lisa_interval", "must be at least 1");
+        Check(Density > 0 && Density <= 1, "density", "must be in (0, 1]");
+        Check(SparseReselectionSteps >= 0, "sparse_reselection_steps", "must be 0 (never) or positive");
         return this;
 
         static void Check(bool ok, string name, string rule)

@@ -64,12 +64,21 @@ public interface ITrainingHooks
     void AfterOptimizerStep(PeftModel model, int step);
 
     /// <summary>
-    /// True when <see cref="AfterOptimizerStep"/> grows parameters in place (IncreLoRA's new ranks): the run then uses
-    /// the per-parameter AdamW, which grows a parameter's moments with it.
+    /// True when <see cref="AfterOptimizerStep"/> freezes, adds or grows parameters (LT-SFT's phases, IncreLoRA's new
+    /// ranks): the run then uses the per-parameter AdamW (the fused one needs a fixed set), which grows moments with them.
     /// </summary>
-    bool GrowsParameters => false;
+    bool ChangesParameterSet => false;
     /// <summary>What a resumed run needs beside the parameters (tensors by name; new ones, the caller disposes them).</summary>
     Dictionary<string, Tensor> CheckpointState(PeftModel model) => new();
     /// <summary>Takes up <see cref="CheckpointState"/> before the checkpoint's parameters are loaded (so grown tensors are grown first).</summary>
     void RestoreCheckpointState(PeftModel model, IReadOnlyDictionary<string, Tensor> state, string source) { }
+
+    /// <summary>
+    /// Entries of parameters whose optimizer state no longer belongs to them (a sparse method moved them to new
+    /// weights), asked once after each step; the trainer zeroes their state.
+    /// </summary>
+    IEnumerable<(Parameter P, Tensor Entries)> StaleOptimizerEntries(PeftModel model) => [];
+
+    /// <summary>After a checkpoint in folder <paramref name="checkpoint"/> is restored, at <paramref name="step"/>: restore what is not a parameter.</summary>
+    void Resumed(PeftModel model, string checkpoint, int step) { }
 }

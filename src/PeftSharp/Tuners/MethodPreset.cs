@@ -13,6 +13,13 @@ public sealed record MethodPreset(string Name, Func<PresetSettings, PeftConfig> 
 public sealed record PresetSettings(int R, double Alpha, double Dropout, string[] TargetModules, bool UseRslora, bool UseDora,
     string TaskType, string? BaseModel, ModelConfig Model, int TotalSteps)
 {
+    /// <summary>Sparse fine-tuning: share of each target weight's entries that may change.</summary>
+    public double Density { get; init; } = 0.01;
+    /// <summary>Sparse fine-tuning: steps between re-selections of the trained entries.</summary>
+    public int ReselectionSteps { get; init; } = 20;
+    /// <summary>The run's seed (random masks).</summary>
+    public long Seed { get; init; }
+
     public bool AllLinear => TargetModules is ["all-linear"];
     public ModuleSelector Targets => ModuleSelector.Of(TargetModules);
 

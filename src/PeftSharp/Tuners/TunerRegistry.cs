@@ -15,6 +15,8 @@ using PeftSharp.Tuners.PrefixTuning;
 using PeftSharp.Tuners.PromptTuning;
 using PeftSharp.Tuners.PTuning;
 using PeftSharp.Tuners.Ssf;
+using PeftSharp.Tuners.SparseFt;
+using PeftSharp.Tuners.SparseFt.Shira;
 
 namespace PeftSharp.Tuners;
 
@@ -45,6 +47,8 @@ public static class TunerRegistry
         Register(new LolduTuner());
         Register(new HydraTuner());
         Register(new IncreLoraTuner());
+        Register(new SparseFtTuner());
+        Register(new ShiraTuner());
     }
 
     public static void Register(ITuner tuner) => Tuners[tuner.PeftType] = tuner;

@@ -17,6 +17,8 @@ using PeftSharp.Tuners.PrefixTuning;
 using PeftSharp.Tuners.PromptTuning;
 using PeftSharp.Tuners.PTuning;
 using PeftSharp.Tuners.Ssf;
+using PeftSharp.Tuners.SparseFt;
+using PeftSharp.Tuners.SparseFt.Shira;
 using PeftSharp.Tuners.Vera;
 
 namespace PeftSharp.Tests.Contract;
@@ -98,6 +100,17 @@ internal static class MethodCases
         new("ssf-gpt2", Gpt2, () => new SsfConfig { TargetModules = Targets("c_attn", "c_proj", "c_fc", "ln_1", "ln_2", "ln_f") }) { Mergeable = true },
         new("ssf-llama", Llama, () => new SsfConfig { TargetModules = Targets("all-linear") }),
         new("bitfit-gpt2", Gpt2, () => new BitFitConfig { TaskType = "CAUSAL_LM" }) { Mergeable = true },
+        new("sparse-random-mask", Llama, () => new SparseFtConfig { Method = "random-mask", Density = 0.05, RandomSeed = 3, TargetModules = Targets("all-linear") })
+            { Mergeable = true },
+        new("sparse-magnitude-gpt2", Gpt2, () => new SparseFtConfig { Method = "magnitude", Density = 0.05, TargetModules = Targets("c_attn", "c_fc") })
+            { Mergeable = true },
+        new("sparse-spiel", Llama, () => new SparseFtConfig { Method = "spiel", Density = 0.05, ReselectionSteps = 4, TargetModules = Targets("q_proj", "v_proj", "down_proj") })
+            { Mergeable = true },
+        new("sparse-lt-sft", Llama, () => new SparseFtConfig { Method = "lt-sft", Density = 0.05, LtSft = new() { Phase1Steps = 2 }, TargetModules = Targets("q_proj", "v_proj") })
+            { Mergeable = true },
+        new("sparse-lift", Llama, () => new SparseFtConfig { Method = "lift", Density = 0.05, Lift = new() { Rank = 2 }, TargetModules = Targets("q_proj", "v_proj", "gate_proj") })
+            { Mergeable = true },
+        new("shira", Llama, () => new ShiraConfig { R = 2, RandomSeed = 42, TargetModules = Targets("q_proj", "v_proj", "up_proj") }) { Mergeable = true },
         new("prompt-tuning", Llama, () => new PromptTuningConfig { NumVirtualTokens = 4, TaskType = "CAUSAL_LM" }, 0.3)
             { Identity = false, VirtualTokens = 4 },
         new("prefix-tuning", Llama, () => new PrefixTuningConfig { NumVirtualTokens = 4, TaskType = "CAUSAL_LM" }, 0.3) { Identity = false },

@@ -28,7 +28,7 @@ public sealed class IncreLoraTuner : ITuner
     {
         public Tensor ExtraLoss(PeftModel model) => increaser.OrthogonalRegularization(model);
         public void AfterOptimizerStep(PeftModel model, int step) => increaser.UpdateAndIncrease(model, step);
-        public bool GrowsParameters => true;
+        public bool ChangesParameterSet => true;
         public Dictionary<string, Tensor> CheckpointState(PeftModel model) => increaser.CheckpointState(model);
         public void RestoreCheckpointState(PeftModel model, IReadOnlyDictionary<string, Tensor> state, string source) =>
             increaser.RestoreCheckpointState(model, state, source);

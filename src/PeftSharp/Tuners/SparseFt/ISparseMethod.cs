@@ -1,0 +1,46 @@
+using static TorchSharp.torch;
+
+namespace PeftSharp.Tuners.SparseFt;
+
+/// <summary>
+/// A sparse fine-tuning method: which entries of each target weight may change at first, and, optionally, how the
+/// choice changes while training (a schedule: re-selection, phases, an extra loss). Every method produces the same
+/// adapter, a <see cref="SparseWeightDelta"/> per target weight. A new method is a folder with one of these and a
+/// line in <see cref="SparseMethods"/>.
+/// </summary>
+public interface ISparseMethod
+{
+    /// <summary>The <c>--method</c> name and the config's <c>method</c>.</summary>
+    string Name { get; }
+
+    /// <summary>The initial support of one target weight: exactly <see cref="SparseTarget.Budget"/> distinct flat indices.</summary>
+    Tensor InitialSupport(SparseTarget target, SparseFtConfig config);
+
+    /// <summary>What the method does while training, or null for a fixed mask.</summary>
+    ISparseSchedule? Schedule(IReadOnlyList<SparseTarget> targets, SparseFtConfig config) => null;
+}
+
+/// <summary>One target weight of one adapter: where it is, its layer, and its budget.</summary>
+/// <param name="Ordinal">the target's place among the adapter's targets (model order), e.g. to vary a seed per layer.</param>
+public sealed record SparseTarget(string Path, SparseFtLayer Layer, string Adapter, int Ordinal, long Budget)
+{
+    /// <summary>The base weight as stored (Conv1D: [in, out]).</summary>
+    public Tensor Weight => Layer.Weight;
+    public SparseWeightDelta Delta => Layer.Delta(Adapter);
+}
+
+/// <summary>A method's work during training, called by the trainer through the tuner's hooks.</summary>
+public interface ISparseSchedule
+{
+    /// <param name="step">the optimizer step just taken, from 1 (gradients are still there).</param>
+    void AfterOptimizerStep(int step);
+
+    /// <summary>After a checkpoint is restored (values, optimizer state and supports): take up the state of <paramref name="step"/>.</summary>
+    void Resumed(int step) { }
+
+    /// <summary>A term added to the training loss, or null.</summary>
+    Tensor? ExtraLoss() => null;
+
+    /// <summary>True when the schedule freezes parameters as it goes (the fused optimizer needs a fixed set).</summary>
+    bool ChangesParameterSet => false;
+}
