@@ -29,7 +29,7 @@ internal static class SparseMethodRig
 
     public static TrainingOptions Options(int steps) => new()
     {
-        MaxSteps = steps, LearningRate = 1e-2, WarmupRatio = 0, PerDeviceTrainBatchSize = 2, Optim = "adamw_torch", LoggingSteps = 0,
+        MaxSteps = steps, LearningRate = 1e-2, WarmupRatio = 0, PerDeviceTrainBatchSize = 2, Optim = "adamw_torch", LoggingSteps = 0, OutputDir = null,
     };
 
     public static TrainingResult Train(PeftModel pm, TrainingOptions o) =>

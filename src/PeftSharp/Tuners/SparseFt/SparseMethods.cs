@@ -19,6 +19,7 @@ public static class SparseMethods
         new LiftMethod(),
         new SaraMethod(),
         new S2ftMethod(),
+        new Graft.GraftMethod(),
     ];
 
     public static ISparseMethod Get(string name) =>
