@@ -16,6 +16,7 @@ using PeftSharp.Tuners.PromptTuning;
 using PeftSharp.Tuners.PTuning;
 using PeftSharp.Tuners.Ssf;
 using PeftSharp.Tuners.SparseFt;
+using PeftSharp.Tuners.SparseFt.Dsee;
 using PeftSharp.Tuners.SparseFt.Shira;
 
 namespace PeftSharp.Tuners;
@@ -49,6 +50,7 @@ public static class TunerRegistry
         Register(new IncreLoraTuner());
         Register(new SparseFtTuner());
         Register(new ShiraTuner());
+        Register(new DseeTuner());
     }
 
     public static void Register(ITuner tuner) => Tuners[tuner.PeftType] = tuner;

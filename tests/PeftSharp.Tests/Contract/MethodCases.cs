@@ -110,6 +110,12 @@ internal static class MethodCases
             { Mergeable = true },
         new("sparse-lift", Llama, () => new SparseFtConfig { Method = "lift", Density = 0.05, Lift = new() { Rank = 2 }, TargetModules = Targets("q_proj", "v_proj", "gate_proj") })
             { Mergeable = true },
+        new("sparse-sara", Llama, () => new SparseFtConfig { Method = "sara", Density = 0.05, TargetModules = Targets("q_proj", "v_proj", "down_proj") })
+            { Mergeable = true },
+        new("sparse-s2ft", Llama, () => new SparseFtConfig { Method = "s2ft", Density = 0.5, RandomSeed = 2, TargetModules = Targets("all-linear") })
+            { Mergeable = true },
+        new("dsee", Llama, () => new PeftSharp.Tuners.SparseFt.Dsee.DseeConfig { R = 4, LoraAlpha = 8, LoraDropout = 0.2, Density = 0.05, DecompositionRank = 4, TargetModules = Targets("q_proj", "v_proj", "down_proj") })
+            { Mergeable = true, Random = true },
         new("shira", Llama, () => new ShiraConfig { R = 2, RandomSeed = 42, TargetModules = Targets("q_proj", "v_proj", "up_proj") }) { Mergeable = true },
         new("prompt-tuning", Llama, () => new PromptTuningConfig { NumVirtualTokens = 4, TaskType = "CAUSAL_LM" }, 0.3)
             { Identity = false, VirtualTokens = 4 },

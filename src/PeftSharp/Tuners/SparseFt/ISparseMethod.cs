@@ -16,6 +16,9 @@ public interface ISparseMethod
     /// <summary>The initial support of one target weight: exactly <see cref="SparseTarget.Budget"/> distinct flat indices.</summary>
     Tensor InitialSupport(SparseTarget target, SparseFtConfig config);
 
+    /// <summary>The number of entries of one target that may change: by default ceil(density x numel); a structured method (S²FT) may take fewer.</summary>
+    long Budget(SparseTarget target, SparseFtConfig config) => target.Budget;
+
     /// <summary>What the method does while training, or null for a fixed mask.</summary>
     ISparseSchedule? Schedule(IReadOnlyList<SparseTarget> targets, SparseFtConfig config) => null;
 }
@@ -27,6 +30,18 @@ public sealed record SparseTarget(string Path, SparseFtLayer Layer, string Adapt
     /// <summary>The base weight as stored (Conv1D: [in, out]).</summary>
     public Tensor Weight => Layer.Weight;
     public SparseWeightDelta Delta => Layer.Delta(Adapter);
+    /// <summary>The model's config (heads, channels), for methods that select structures.</summary>
+    public Models.ModelConfig? Model { get; init; }
+}
+
+/// <summary>
+/// A delta confined to whole rows or columns, added to the layer's output instead of to its weight so that backward
+/// computes the slice's gradient only (S²FT's partial backward).
+/// </summary>
+public interface ISparseSlice
+{
+    /// <summary>y + x (scatter(values))ᵀ, for a Linear layer's input x and output y.</summary>
+    Tensor AddTo(Tensor y, Tensor x, Tensor values);
 }
 
 /// <summary>A method's work during training, called by the trainer through the tuner's hooks.</summary>

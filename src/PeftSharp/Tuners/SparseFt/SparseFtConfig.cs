@@ -14,7 +14,7 @@ public sealed record SparseFtConfig : LayerTunerConfig
     public const string Type = "SPARSE_FT";
     public override string PeftType => Type;
 
-    /// <summary>How the entries are chosen: random-mask, magnitude, spiel, lt-sft, lift (see <see cref="SparseMethods"/>).</summary>
+    /// <summary>How the entries are chosen: random-mask, magnitude, spiel, lt-sft, lift, sara, ... (see <see cref="SparseMethods"/>).</summary>
     public string Method { get; init; } = "random-mask";
     /// <summary>Share of each target weight's entries that may change: ceil(density x numel) of them, exactly.</summary>
     public double Density { get; init; } = 0.01;
@@ -35,6 +35,7 @@ public sealed record SparseFtConfig : LayerTunerConfig
     [JsonPropertyName("lt_sft")]
     public LtSftSettings LtSft { get; init; } = new();
     public LiftSettings Lift { get; init; } = new();
+    public SaraSettings Sara { get; init; } = new();
 }
 
 /// <summary>SpIEL's regrowth (Ansell et al. 2024); see <see cref="Spiel.SpielMethod"/>.</summary>

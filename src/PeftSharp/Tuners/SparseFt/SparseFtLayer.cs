@@ -94,11 +94,15 @@ public sealed class SparseFtLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
         if (book.RunsBaseOnly) return base_layer.call(x);
         using var scope = NewDisposeScope();
         Tensor w = Weight;
-        foreach (var (a, _) in book.ActiveAdapters) w = deltas[a].AddTo(w);
+        var slices = new List<SparseWeightDelta>();
+        foreach (var (a, _) in book.ActiveAdapters)
+            if (deltas[a].Slice is null) w = deltas[a].AddTo(w);
+            else slices.Add(deltas[a]);
         var bias = BaseLayers.Bias(base_layer);
         var y = base_layer is Conv1D
             ? (bias is null ? x.matmul(w) : addmm(bias, x.reshape(-1, x.shape[^1]), w, 1, 1).view([.. x.shape[..^1], OutFeatures]))
             : functional.linear(x, w, bias);
+        foreach (var d in slices) y = d.Slice!.AddTo(y, x, d.Values);
         return y.MoveToOuterDisposeScope();
     }
 

@@ -29,12 +29,13 @@ public sealed class SparseFtTuner : ITuner
         int ordinal = 0;
         foreach (var (path, layer) in layers)
         {
-            var budget = SparseWeightDelta.Budget(c.Density, layer.Weight.numel());
+            var target = new SparseTarget(path, layer, name, ordinal, SparseWeightDelta.Budget(c.Density, layer.Weight.numel())) { Model = model.Base.Config };
+            var budget = method.Budget(target, c);
             using var scope = NewDisposeScope();
             using var _ = no_grad();
             // Loaded indices replace these; distinct placeholders spare the method's work (an SVD for LIFT).
             var support = c.Loading ? arange(budget, dtype: ScalarType.Int64)
-                : method.InitialSupport(new SparseTarget(path, layer, name, ordinal, budget), c);
+                : method.InitialSupport(target with { Budget = budget }, c);
             CheckSupport(support, budget, layer, c.Method);
             layer.AddAdapter(name, support, SparseFormat.SparseFt, randomValues: !c.InitWeights);
             ordinal++;

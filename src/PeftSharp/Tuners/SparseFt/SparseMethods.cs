@@ -1,6 +1,8 @@
 using PeftSharp.Tuners.SparseFt.Lift;
 using PeftSharp.Tuners.SparseFt.LtSft;
 using PeftSharp.Tuners.SparseFt.Masks;
+using PeftSharp.Tuners.SparseFt.S2ft;
+using PeftSharp.Tuners.SparseFt.Sara;
 using PeftSharp.Tuners.SparseFt.Spiel;
 
 namespace PeftSharp.Tuners.SparseFt;
@@ -15,6 +17,9 @@ public static class SparseMethods
         new SpielMethod(),
         new LtSftMethod(),
         new LiftMethod(),
+        new SaraMethod(),
+        new S2ftMethod(),
+        new Graft.GraftMethod(),
     ];
 
     public static ISparseMethod Get(string name) =>

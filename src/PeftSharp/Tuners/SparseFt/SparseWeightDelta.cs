@@ -38,6 +38,9 @@ public sealed class SparseWeightDelta
     /// </summary>
     public Tensor? Probe { get; set; }
 
+    /// <summary>Set while training a structured delta: the layer adds it to its output (<see cref="ISparseSlice"/>), not to W.</summary>
+    public ISparseSlice? Slice { get; set; }
+
     /// <summary>Slots whose entry changed since the trainer last asked: their optimizer state no longer belongs to them.</summary>
     internal List<Tensor> ChangedSlots { get; } = new();
 
