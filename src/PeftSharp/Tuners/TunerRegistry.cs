@@ -4,6 +4,7 @@ using PeftSharp.Tuners.LoHa;
 using PeftSharp.Tuners.LoKr;
 using PeftSharp.Tuners.Lora;
 using PeftSharp.Tuners.Miss;
+using PeftSharp.Tuners.Poly;
 using PeftSharp.Tuners.Vera;
 using PeftSharp.Tuners.BitFit;
 using PeftSharp.Tuners.Bottleneck;
@@ -39,6 +40,7 @@ public static class TunerRegistry
         Register(new BottleneckTuner());
         Register(new SsfTuner());
         Register(new BitFitTuner());
+        Register(new PolyTuner());
     }
 
     public static void Register(ITuner tuner) => Tuners[tuner.PeftType] = tuner;

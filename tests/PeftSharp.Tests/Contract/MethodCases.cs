@@ -8,6 +8,7 @@ using PeftSharp.Tuners.LoHa;
 using PeftSharp.Tuners.LoKr;
 using PeftSharp.Tuners.Lora;
 using PeftSharp.Tuners.Miss;
+using PeftSharp.Tuners.Poly;
 using PeftSharp.Tuners.PrefixTuning;
 using PeftSharp.Tuners.PromptTuning;
 using PeftSharp.Tuners.PTuning;
@@ -34,6 +35,8 @@ public sealed record MethodCase(string Name, string Model, Func<PeftConfig> Conf
     public int VirtualTokens { get; init; }
     /// <summary>The PEFT 0.21 reference adapter of this method in tests/fixtures/peft-reference/adapters, if any.</summary>
     public string? Fixture { get; init; }
+    /// <summary>Each batch row's task id, for methods that route by task (Poly); null for the rest.</summary>
+    public long[]? TaskIds { get; init; }
 
     public override string ToString() => Name;
 }
@@ -87,6 +90,9 @@ internal static class MethodCases
             { Identity = false, VirtualTokens = 4 },
         new("p-tuning-lstm", Llama, () => new PromptEncoderConfig { NumVirtualTokens = 4, EncoderReparameterizationType = "LSTM", EncoderHiddenSize = 16, EncoderNumLayers = 2, EncoderDropout = 0.3, TaskType = "CAUSAL_LM" }, 0.3)
             { Identity = false, VirtualTokens = 4, Random = true },
+        // Poly's router samples relaxed-Bernoulli weights in training: that is its training-only randomness.
+        new("poly-mhr", Llama, () => new PolyConfig { R = 4, NTasks = 3, NSkills = 3, NSplits = 2, TargetModules = Targets("q_proj", "v_proj") }, 5e-2)
+            { Random = true, TaskIds = [2, 0] },
     ];
 
     public static MethodCase Get(string name) => All.Single(c => c.Name == name);
