@@ -4,6 +4,7 @@ using PeftSharp.Tuners.LoHa;
 using PeftSharp.Tuners.LoKr;
 using PeftSharp.Tuners.Lora;
 using PeftSharp.Tuners.Miss;
+using PeftSharp.Tuners.MixLora;
 using PeftSharp.Tuners.Poly;
 using PeftSharp.Tuners.Vera;
 using PeftSharp.Tuners.BitFit;
@@ -41,6 +42,7 @@ public static class TunerRegistry
         Register(new SsfTuner());
         Register(new BitFitTuner());
         Register(new PolyTuner());
+        Register(new MixLoraTuner());
     }
 
     public static void Register(ITuner tuner) => Tuners[tuner.PeftType] = tuner;
