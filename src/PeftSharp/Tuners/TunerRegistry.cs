@@ -3,6 +3,7 @@ using PeftSharp.Tuners.IA3;
 using PeftSharp.Tuners.LoHa;
 using PeftSharp.Tuners.LoKr;
 using PeftSharp.Tuners.Lora;
+using PeftSharp.Tuners.Meteora;
 using PeftSharp.Tuners.Miss;
 using PeftSharp.Tuners.MixLora;
 using PeftSharp.Tuners.Poly;
@@ -43,6 +44,7 @@ public static class TunerRegistry
         Register(new BitFitTuner());
         Register(new PolyTuner());
         Register(new MixLoraTuner());
+        Register(new MeteoraTuner());
     }
 
     public static void Register(ITuner tuner) => Tuners[tuner.PeftType] = tuner;

@@ -7,6 +7,7 @@ using PeftSharp.Tuners.LnTuning;
 using PeftSharp.Tuners.LoHa;
 using PeftSharp.Tuners.LoKr;
 using PeftSharp.Tuners.Lora;
+using PeftSharp.Tuners.Meteora;
 using PeftSharp.Tuners.Miss;
 using PeftSharp.Tuners.MixLora;
 using PeftSharp.Tuners.Poly;
@@ -94,6 +95,9 @@ internal static class MethodCases
         // Poly's router samples relaxed-Bernoulli weights in training: that is its training-only randomness.
         new("poly-mhr", Llama, () => new PolyConfig { R = 4, NTasks = 3, NSkills = 3, NSplits = 2, TargetModules = Targets("q_proj", "v_proj") }, 5e-2)
             { Random = true, TaskIds = [2, 0] },
+        // The two task adapters of MeteoraTests, trained once: a fresh gate mixes adapters that already change the model.
+        new("meteora", Llama, () => new MeteoraConfig { Adapters = Mixtures.MeteoraTests.AdapterDirs, TopK = 2 }, 5e-2)
+            { Identity = false },
         new("mixlora", Llama, () => new MixLoraConfig { R = 4, LoraAlpha = 8, LoraDropout = 0.2, NumExperts = 4, TopK = 2, TargetModules = Targets("q_proj", "v_proj", "gate_proj", "up_proj", "down_proj") }, 5e-2)
             { Random = true },
     ];

@@ -12,7 +12,7 @@ namespace PeftSharp.Tests.Mixtures;
 public class MixtureRunTests
 {
     /// <summary>Presets that cannot train on plain text (they need task ids or trained adapters): tested here, not in MethodRunTests.</summary>
-    public static readonly HashSet<string> OwnData = ["poly", "mhr"];
+    public static readonly HashSet<string> OwnData = ["poly", "mhr", "meteora"];
 
     static string TinyCode => Repo.Path("models", "tinycode-3m");
 
