@@ -27,7 +27,7 @@ public class AdapterRecipeTests
     public void Method_names_are_the_presets_of_the_registered_methods_in_order()
     {
         Assert.Equal(["lora", "dora", "rslora", "pissa", "olora", "ia3", "loha", "lokr", "vera", "adalora", "miss", "bone",
-            "prompt_tuning", "prefix_tuning", "p_tuning", "ln_tuning", "bottleneck", "parallel_adapter", "ssf", "bitfit"], Methods.Names);
+            "prompt_tuning", "prefix_tuning", "p_tuning", "ln_tuning", "bottleneck", "parallel_adapter", "ssf", "bitfit", "poly", "mhr", "mixlora", "meteora"], Methods.Names);
         var dora = Assert.IsType<LoraConfig>(Methods.ConfigFor(new TrainingOptions { Method = "dora", LoraR = 4 }, Tiny(), 10));
         Assert.True(dora.UseDora);
         Assert.Equal(4, dora.R);

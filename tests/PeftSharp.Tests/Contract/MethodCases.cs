@@ -96,7 +96,7 @@ internal static class MethodCases
         new("poly-mhr", Llama, () => new PolyConfig { R = 4, NTasks = 3, NSkills = 3, NSplits = 2, TargetModules = Targets("q_proj", "v_proj") }, 5e-2)
             { Random = true, TaskIds = [2, 0] },
         // The two task adapters of MeteoraTests, trained once: a fresh gate mixes adapters that already change the model.
-        new("meteora", Llama, () => new MeteoraConfig { Adapters = Mixtures.MeteoraTests.AdapterDirs, TopK = 2 }, 5e-2)
+        new("meteora", Llama, () => new MeteoraConfig { Adapters = Mixtures.MeteoraTests.AdapterDirs, TopK = 2 }, 1e-2)
             { Identity = false },
         new("mixlora", Llama, () => new MixLoraConfig { R = 4, LoraAlpha = 8, LoraDropout = 0.2, NumExperts = 4, TopK = 2, TargetModules = Targets("q_proj", "v_proj", "gate_proj", "up_proj", "down_proj") }, 5e-2)
             { Random = true },
