@@ -24,13 +24,15 @@ internal static class AnalyzeCommand
         var reduce = Options.Number("--reduce-intruders", "write the adapter with its intruder components scaled by this lambda (PEFT's mitigation_lambda, e.g. 0.75) to --out")
             .Must(l => l is double d && double.IsFinite(d), "must be a finite number").Help(value: "<lambda>");
         var output = new Option<string>("--out") { Description = "folder for the adapter written by --reduce-intruders" }.Help(value: "<dir>");
+        var routing = new Option<string>("--routing") { Description = "instead: per-layer expert/adapter usage of a routed --adapter (Poly, MixLoRA, MeteoRA) on these records" }.Help(value: "<data.jsonl>");
         var cmd = new Command("analyze", "Compare fine-tuned weights with the base: singular spectra, effective rank, intruder dimensions")
-            { model, adapter, tuned, json, plot, topK, epsilon, reduce, output };
+            { model, adapter, tuned, json, plot, topK, epsilon, reduce, output, routing };
         var tuco = new AnalyzeTuco();
         tuco.AddTo(cmd);
         cmd.SetAction(r =>
         {
             if (tuco.Requested(r)) return tuco.Run(r, r.GetValue(model)!, r.GetValue(adapter), r.GetValue(tuned), r.GetValue(json));
+            if (r.GetValue(routing) is { } routingData) return Routing(r, r.GetValue(model)!, r.GetValue(adapter), routingData, r.GetValue(json));
             var modelDir = r.GetValue(model)!;
             var adapterDir = r.GetValue(adapter);
             var tunedDir = r.GetValue(tuned);
@@ -64,6 +66,30 @@ internal static class AnalyzeCommand
             return 0;
         });
         return cmd;
+    }
+
+    static int Routing(ParseResult r, string modelDir, string? adapterDir, string data, bool json)
+    {
+        if (adapterDir is null) throw new ArgumentException("--routing reports a routed adapter's usage: give --adapter DIR");
+        foreach (var (option, path) in new[] { ("--model", modelDir), ("--adapter", adapterDir) })
+            if (!Directory.Exists(path)) throw new DirectoryNotFoundException($"{option} {path}: no such folder");
+        if (!File.Exists(data)) throw new FileNotFoundException($"--routing {data}: no such file", data);
+        var reports = RoutingAnalysis.Run(modelDir, adapterDir, data);
+        var o = r.InvocationConfiguration.Output;
+        if (json)
+        {
+            o.WriteLine(JsonSerializer.Serialize(reports.Select(x => new
+            {
+                module = x.Module, experts = x.Experts, decisions = x.Decisions, pick_share = x.PickShare, mean_weight = x.MeanWeight,
+            })));
+            return 0;
+        }
+        int width = Math.Max(6, reports.Max(x => x.Module.Length));
+        o.WriteLine($"{"module".PadRight(width)}  {"routings",8}  share of routings that picked each expert (mean weight)");
+        foreach (var x in reports)
+            o.WriteLine($"{x.Module.PadRight(width)}  {x.Decisions,8}  " +
+                string.Join("  ", x.PickShare.Select((p, e) => $"{e}: {p * 100,5:F1}% ({x.MeanWeight[e]:F2})")));
+        return 0;
     }
 
     static void WriteTable(TextWriter o, List<LayerReport> reports)

@@ -10,6 +10,7 @@ namespace PeftSharp.Data;
 /// <item><see cref="AttentionMask"/> [B,T]: 1 for real tokens, 0 for padding.</item>
 /// <item><see cref="PositionIds"/> and <see cref="SegmentIds"/> [B,T]: only for packed rows (segment 0 is padding).</item>
 /// <item><see cref="ClassLabels"/> [B]: only for sequence classification.</item>
+/// <item><see cref="TaskIds"/> [B]: only when the rows name their task (<c>task_id</c>).</item>
 /// </list>
 /// <see cref="LossTokens"/> is how many targets the mean loss averages over (so evaluation can weight batches exactly);
 /// <see cref="Tokens"/> is the number of real input tokens (for tokens/s).
@@ -17,8 +18,11 @@ namespace PeftSharp.Data;
 public sealed record Batch(Tensor InputIds, Tensor? Labels, Tensor AttentionMask, Tensor? PositionIds, Tensor? SegmentIds,
     Tensor? ClassLabels, long LossTokens, long Tokens) : IDisposable
 {
+    public Tensor? TaskIds { get; init; }
+
     public void Dispose()
     {
+        TaskIds?.Dispose();
         InputIds.Dispose();
         Labels?.Dispose();
         AttentionMask.Dispose();
@@ -39,6 +43,8 @@ public sealed record Batch(Tensor InputIds, Tensor? Labels, Tensor AttentionMask
         if (rows.Any(r => (r.ClassLabel is not null) != classification))
             throw new ArgumentException("a batch mixes classification rows and language-model rows");
         var packed = rows.Any(r => r.SegmentIds is not null);
+        var tasks = rows.Any(r => r.TaskId is not null);
+        if (tasks && rows.Any(r => r.TaskId is null)) throw new ArgumentException("a batch mixes rows with a task_id and rows without one");
 
         var ids = new long[b * t];
         var labels = new long[b * t];
@@ -76,7 +82,10 @@ public sealed record Batch(Tensor InputIds, Tensor? Labels, Tensor AttentionMask
             packed ? tensor(positions!, shape) : null,
             packed ? tensor(segments!, shape) : null,
             classification ? tensor(rows.Select(r => r.ClassLabel!.Value).ToArray()) : null,
-            lossTokens, tokens);
+            lossTokens, tokens)
+        {
+            TaskIds = tasks ? tensor(rows.Select(r => r.TaskId!.Value).ToArray()) : null,
+        };
     }
 
     /// <summary>

@@ -33,6 +33,8 @@ public sealed record Example(ExampleKind Kind, SourceRef Source)
     public int[]? Labels { get; init; }
     public long? LabelId { get; init; }
     public string? LabelName { get; init; }
+    /// <summary>The record's <c>task_id</c> (a non-negative integer), for methods that route by task (Poly).</summary>
+    public long? TaskId { get; init; }
 }
 
 /// <summary>Decides a record's shape from its fields and checks their types.</summary>
@@ -68,6 +70,7 @@ public static class ExampleParser
 
         if (e.Kind == ExampleKind.InputIds && e.Labels is not null && e.Labels.Length != e.InputIds!.Length)
             throw new DataFormatException(where, $"'labels' has {e.Labels.Length} ids but 'input_ids' has {e.InputIds.Length}");
+        if (f.TryGetValue("task_id", out var task) && task is not null) e = e with { TaskId = TaskId(task, where) };
         if (labelField is null) return e;
         if (!f.TryGetValue(labelField, out var label) || label is null)
             throw new DataFormatException(where, $"has no '{labelField}' field, which sequence classification needs");
@@ -80,6 +83,14 @@ public static class ExampleParser
             _ => throw new DataFormatException(where, $"'{labelField}' must be a class index or a class name, not {Describe(label)}"),
         };
     }
+
+    static long TaskId(object value, SourceRef where) => value switch
+    {
+        long id and >= 0 => id,
+        double d when d >= 0 && d == Math.Floor(d) => (long)d,
+        string s when long.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out var id) && id >= 0 => id,
+        _ => throw new DataFormatException(where, $"'task_id' must be a non-negative integer, not {Describe(value)}"),
+    };
 
     static string Str(IReadOnlyDictionary<string, object?> f, string name, SourceRef where) =>
         f[name] as string ?? throw new DataFormatException(where, $"'{name}' must be a string, not {Describe(f[name])}");

@@ -25,6 +25,7 @@ public static class Packing
         foreach (var row in rows)
         {
             if (row.ClassLabel is not null) throw new InvalidOperationException("packing is for language modelling; sequence classification rows cannot be packed");
+            if (row.TaskId is not null) throw new InvalidOperationException("packing would put records of different tasks in one row; records with a 'task_id' cannot be packed");
             if (row.InputIds.Length > length) throw new ArgumentException($"a row of {row.InputIds.Length} tokens is longer than the packing length {length}; truncate first");
             if (ids.Count + row.InputIds.Length > length) Flush();
             segment++;

@@ -29,9 +29,9 @@ public sealed record TokenizerFunctions(Func<string, int[]> Encode, int? BosId, 
 /// <summary>
 /// A tokenised training row. <see cref="Labels"/> line up with <see cref="InputIds"/> (the model shifts them, as
 /// transformers does); -100 marks a token that is not trained on. <see cref="PositionIds"/> and
-/// <see cref="SegmentIds"/> are set only on packed rows.
+/// <see cref="SegmentIds"/> are set only on packed rows; <see cref="TaskId"/> only for records that name their task.
 /// </summary>
-public sealed record Row(int[] InputIds, int[] Labels, int[]? PositionIds = null, int[]? SegmentIds = null, long? ClassLabel = null);
+public sealed record Row(int[] InputIds, int[] Labels, int[]? PositionIds = null, int[]? SegmentIds = null, long? ClassLabel = null, long? TaskId = null);
 
 /// <summary>Turns <see cref="Example"/>s into <see cref="Row"/>s: tokenise, mask what is not trained on, truncate.</summary>
 public static class ExampleTokenizer
@@ -58,7 +58,7 @@ public static class ExampleTokenizer
             ids = ids[..maxLength];
             labels = labels[..maxLength];
         }
-        return new Row(ids, labels, ClassLabel: classLabel);
+        return new Row(ids, labels, ClassLabel: classLabel, TaskId: e.TaskId);
     }
 
     static (int[], int[]) Whole(int[] ids) => (ids, ids);

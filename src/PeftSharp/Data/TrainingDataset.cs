@@ -40,6 +40,7 @@ public sealed record TrainingDataset(BatchSource Train, BatchSource? Eval, DataR
         if (o.EvalPath is not null) eval = ReadExamples(o.EvalPath, o, tok, bad);
         else (train, eval) = SplitByRatio(train, o.EvalRatio, o.Seed);
         if (train.Count == 0) throw new InvalidDataException($"{o.TrainPath}: no usable training records");
+        CheckTaskIds(train.Concat(eval).ToList());
 
         var labelNames = o.LabelField is null ? null : LabelNamesOf(train.Concat(eval), o.LabelNames);
         int truncated = 0, empty = 0;
@@ -69,6 +70,14 @@ public sealed record TrainingDataset(BatchSource Train, BatchSource? Eval, DataR
             }
             return rows;
         }
+    }
+
+    // A routed-by-task method needs every row's task, so a file either names them all or none.
+    static void CheckTaskIds(List<Example> examples)
+    {
+        if (examples.FirstOrDefault(e => e.TaskId is not null) is not { } named) return;
+        if (examples.FirstOrDefault(e => e.TaskId is null) is { } unnamed)
+            throw new DataFormatException(unnamed.Source, $"has no 'task_id' but {named.Source} has one; give every record a task_id or none");
     }
 
     // Cheap enough for first-run sizes, and only used to count truncations for the report.

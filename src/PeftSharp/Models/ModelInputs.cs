@@ -16,6 +16,8 @@ public sealed record ModelInputs
     public Tensor? SegmentIds { get; init; }
     public Tensor? TokenTypeIds { get; init; }
     public KvCache? Cache { get; init; }
+    /// <summary>[B] int64: each row's task, for methods that route by task (PEFT's <c>task_ids</c>, Poly); models ignore it.</summary>
+    public Tensor? TaskIds { get; init; }
 
     public static ModelInputs Ids(Tensor inputIds, Tensor? attentionMask = null) => new() { InputIds = inputIds, AttentionMask = attentionMask };
 

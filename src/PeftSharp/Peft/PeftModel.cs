@@ -126,11 +126,21 @@ public sealed partial class PeftModel : ILanguageModel
     // A prompt-learning adapter runs the model itself (virtual tokens, a pre-filled cache).
     IPromptAdapter? ActivePrompt => !adaptersDisabled && active.Count == 1 ? extras.GetValueOrDefault(active[0]) as IPromptAdapter : null;
 
-    public Tensor Forward(ModelInputs inputs) => ActivePrompt is { } prompt ? prompt.Forward(Base, inputs) : Base.Forward(inputs);
+    public Tensor Forward(ModelInputs inputs)
+    {
+        using var _ = Routing.Use(inputs.TaskIds);
+        return ActivePrompt is { } prompt ? prompt.Forward(Base, inputs) : Base.Forward(inputs);
+    }
 
     /// <summary>The adapted base model's hidden states and head; null under a prompt-learning adapter, which changes the sequence.</summary>
-    public (Tensor Hidden, Linear Head)? HiddenAndHead(ModelInputs inputs) =>
-        ActivePrompt is null ? Base.HiddenAndHead(inputs) : null;
+    public (Tensor Hidden, Linear Head)? HiddenAndHead(ModelInputs inputs)
+    {
+        using var _ = Routing.Use(inputs.TaskIds);
+        return ActivePrompt is null ? Base.HiddenAndHead(inputs) : null;
+    }
+
+    /// <summary>What routed methods read during a forward (the batch's task ids) and where they report their routing.</summary>
+    public RoutingContext Routing { get; } = new();
 
     public KvCache NewCache() =>
         ActivePrompt is { } prompt ? prompt.NewCache(Base, 1) : Base.NewCache();

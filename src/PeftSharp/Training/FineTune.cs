@@ -79,13 +79,16 @@ public static class FineTune
         // 4. Before: a sample generation (held-out loss comes from the trainer's step-0 evaluation).
         var prompt = o.Task != "causal_lm" ? null : tokenizer is null ? null : o.SamplePrompt ?? DefaultPrompt(o.EvalFile ?? dataPath);
         if (o.Task == "causal_lm" && tokenizer is null) log($"no before/after sample: {noTokenizer} to turn text into ids and back");
-        var sampleBefore = prompt is null ? null : Sample(tuned, tokenizer!, prompt, o.SampleMaxNewTokens);
+        // Methods that route by task (Poly) sample as the first held-out row's task.
+        var sampleTask = (dataset.Eval ?? dataset.Train).Rows[0].TaskId;
+        var sampleBefore = prompt is null ? null : SampleAsTask(tuned, sampleTask, () => Sample(tuned, tokenizer!, prompt, o.SampleMaxNewTokens));
 
         // 5. Train.
         var result = Trainer.Run(trainable, dataset.Train, dataset.Eval, o, hooks);
 
         // 6. After.
-        var sampleAfter = prompt is null || result.Reason != StopReason.Completed ? null : Sample(tuned, tokenizer!, prompt, o.SampleMaxNewTokens);
+        var sampleAfter = prompt is null || result.Reason != StopReason.Completed ? null
+            : SampleAsTask(tuned, sampleTask, () => Sample(tuned, tokenizer!, prompt, o.SampleMaxNewTokens));
         return new FineTuneReport(modelDir, dataPath, dataset.Report, summary(),
             result.Evals.FirstOrDefault(e => e.Step == 0), result.Evals.LastOrDefault(e => e.Step > 0),
             prompt, sampleBefore, sampleAfter, result);
@@ -115,6 +118,14 @@ public static class FineTune
             return new Data.RenderedChat(rendered.Text, rendered.AssistantSpans.Select(s => (s.Start, s.Length)).ToList());
         };
         return new TokenizerFunctions(s => t.Encode(s, addSpecialTokens: false), t.BosId, t.EosId, t.PadId ?? t.EosId ?? 0, chat);
+    }
+
+    static string SampleAsTask(ILanguageModel model, long? task, Func<string> sample)
+    {
+        if (model is not PeftModel peft || task is not { } t) return sample();
+        using var ids = TorchSharp.torch.tensor(new[] { t });
+        using var _ = peft.Routing.Use(ids);
+        return sample();
     }
 
     /// <summary>Greedy continuation of <paramref name="prompt"/>, without the prompt.</summary>

@@ -26,6 +26,7 @@ public static class Objectives
             AttentionMask = b.Tokens < b.InputIds.numel() ? b.AttentionMask.to(dev) : null,
             PositionIds = b.PositionIds?.to(dev),
             SegmentIds = b.SegmentIds?.to(dev),
+            TaskIds = b.TaskIds?.to(dev),
         };
         var labels = (b.Labels ?? b.InputIds).to(dev);
         if (model.HiddenAndHead(inputs) is (var hidden, var head))
@@ -43,7 +44,7 @@ public static class Objectives
     {
         using var scope = NewDisposeScope();
         var dev = model.Device;
-        var logits = model.Forward(ModelInputs.Ids(b.InputIds.to(dev), b.AttentionMask.to(dev)));
+        var logits = model.Forward(ModelInputs.Ids(b.InputIds.to(dev), b.AttentionMask.to(dev)) with { TaskIds = b.TaskIds?.to(dev) });
         var labels = (b.ClassLabels ?? throw new InvalidOperationException("a classification batch needs class labels")).to(dev);
         return nn.functional.cross_entropy(logits.to(ScalarType.Float32), labels).MoveToOuterDisposeScope();
     }

@@ -6,7 +6,10 @@ using PeftSharp.Tuners.LoHa;
 using PeftSharp.Tuners.LoKr;
 using PeftSharp.Tuners.Loldu;
 using PeftSharp.Tuners.Lora;
+using PeftSharp.Tuners.Meteora;
 using PeftSharp.Tuners.Miss;
+using PeftSharp.Tuners.MixLora;
+using PeftSharp.Tuners.Poly;
 using PeftSharp.Tuners.Vera;
 using PeftSharp.Tuners.BitFit;
 using PeftSharp.Tuners.Bottleneck;
@@ -51,6 +54,9 @@ public static class TunerRegistry
         Register(new SparseFtTuner());
         Register(new ShiraTuner());
         Register(new DseeTuner());
+        Register(new PolyTuner());
+        Register(new MixLoraTuner());
+        Register(new MeteoraTuner());
     }
 
     public static void Register(ITuner tuner) => Tuners[tuner.PeftType] = tuner;

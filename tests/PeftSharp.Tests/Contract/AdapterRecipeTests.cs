@@ -28,7 +28,7 @@ public class AdapterRecipeTests
     {
         Assert.Equal(["lora", "dora", "rslora", "pissa", "olora", "lora-orthogonal", "eva", "corda", "corda-kpm", "lora-ga", "ia3", "loha", "lokr", "vera", "adalora", "miss", "bone",
             "prompt_tuning", "prefix_tuning", "p_tuning", "ln_tuning", "bottleneck", "parallel_adapter", "ssf", "bitfit", "loldu", "hydra", "increlora",
-            "random-mask", "magnitude", "spiel", "lt-sft", "lift", "sara", "s2ft", "graft", "shira", "dsee"], Methods.Names);
+            "random-mask", "magnitude", "spiel", "lt-sft", "lift", "sara", "s2ft", "graft", "shira", "dsee", "poly", "mhr", "mixlora", "meteora"], Methods.Names);
         var dora = Assert.IsType<LoraConfig>(Methods.ConfigFor(new TrainingOptions { Method = "dora", LoraR = 4 }, Tiny(), 10));
         Assert.True(dora.UseDora);
         Assert.Equal(4, dora.R);

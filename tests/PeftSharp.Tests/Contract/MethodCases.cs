@@ -12,7 +12,10 @@ using PeftSharp.Tuners.LoHa;
 using PeftSharp.Tuners.LoKr;
 using PeftSharp.Tuners.Loldu;
 using PeftSharp.Tuners.Lora;
+using PeftSharp.Tuners.Meteora;
 using PeftSharp.Tuners.Miss;
+using PeftSharp.Tuners.MixLora;
+using PeftSharp.Tuners.Poly;
 using PeftSharp.Tuners.PrefixTuning;
 using PeftSharp.Tuners.PromptTuning;
 using PeftSharp.Tuners.PTuning;
@@ -45,6 +48,8 @@ public sealed record MethodCase(string Name, string Model, Func<PeftConfig> Conf
     public Action<PeftModel>? Prepare { get; init; }
     /// <summary>The init moved part of the base into the adapter (CorDA, LoRA-GA): disabled, the model runs the residual base.</summary>
     public bool ResidualBase { get; init; }
+    /// <summary>Each batch row's task id, for methods that route by task (Poly); null for the rest.</summary>
+    public long[]? TaskIds { get; init; }
 
     public override string ToString() => Name;
 }
@@ -131,6 +136,14 @@ internal static class MethodCases
         new("increlora", Llama, () => new IncreLoraConfig { InitR = 2, TargetR = 4, LoraAlpha = 8, LoraDropout = 0.2, TargetModules = Targets("q_proj", "v_proj", "gate_proj") }, 5e-2)
             { Mergeable = true, Random = true },
         new("hydra-gpt2", Gpt2, () => new HydraConfig { R = 4, LoraAlpha = 8, TargetModules = Targets("c_attn", "c_fc") }) { Mergeable = true },
+        // Poly's router samples relaxed-Bernoulli weights in training: that is its training-only randomness.
+        new("poly-mhr", Llama, () => new PolyConfig { R = 4, NTasks = 3, NSkills = 3, NSplits = 2, TargetModules = Targets("q_proj", "v_proj") }, 5e-2)
+            { Random = true, TaskIds = [2, 0] },
+        // The two task adapters of MeteoraTests, trained once: a fresh gate mixes adapters that already change the model.
+        new("meteora", Llama, () => new MeteoraConfig { Adapters = Mixtures.MeteoraTests.AdapterDirs, TopK = 2 }, 1e-2)
+            { Identity = false },
+        new("mixlora", Llama, () => new MixLoraConfig { R = 4, LoraAlpha = 8, LoraDropout = 0.2, NumExperts = 4, TopK = 2, TargetModules = Targets("q_proj", "v_proj", "gate_proj", "up_proj", "down_proj") }, 5e-2)
+            { Random = true },
     ];
 
     // Calibration batches for the data-aware inits: fixed random rows, as the contract's own batches are.

@@ -25,7 +25,9 @@ public class MethodContractTests
         return m;
     }
 
-    static ModelInputs Inputs() => ModelInputs.Ids(TrainingLoop.Batch(seed: 3));
+    static ModelInputs Inputs(MethodCase c) => ModelInputs.Ids(TrainingLoop.Batch(seed: 3)) with { TaskIds = TaskIds(c) };
+
+    static Tensor? TaskIds(MethodCase c) => c.TaskIds is { } ids ? tensor(ids) : null;
 
     static PeftModel Fresh(MethodCase c)
     {
@@ -39,15 +41,15 @@ public class MethodContractTests
     {
         var pm = Fresh(c);
         pm.Base.train();
-        TrainingLoop.Run(pm, TrainingLoop.Batch(), steps, c.Lr, c.VirtualTokens);
+        TrainingLoop.Run(pm, TrainingLoop.Batch(), steps, c.Lr, c.VirtualTokens, TaskIds(c));
         pm.Base.eval();
         return pm;
     }
 
-    static Tensor Logits(ILanguageModel m)
+    static Tensor Logits(ILanguageModel m, MethodCase c)
     {
         using var _ = no_grad();
-        return m.Forward(Inputs());
+        return m.Forward(Inputs(c));
     }
 
     [Theory]
@@ -57,7 +59,7 @@ public class MethodContractTests
         using var scope = NewDisposeScope();
         var c = MethodCases.Get(name);
         var pm = Fresh(c);
-        Numerics.Close(Logits(Load(c)), Logits(pm), 1e-6, name);
+        Numerics.Close(Logits(Load(c), c), Logits(pm, c), 1e-6, name);
     }
 
     [Theory]
@@ -69,10 +71,10 @@ public class MethodContractTests
         var pm = Fresh(c);
         using (no_grad())
             foreach (var (_, p) in pm.TrainableParameters()) p.add_(randn_like(p) * 0.1);   // a branch of zeros hides dropout
-        Assert.True(Numerics.Same(Logits(pm), Logits(pm)), $"{name}: two eval forwards differ");
+        Assert.True(Numerics.Same(Logits(pm, c), Logits(pm, c)), $"{name}: two eval forwards differ");
         if (!c.Random) return;
         pm.Base.train();
-        Assert.False(Numerics.Same(Logits(pm), Logits(pm)), $"{name}: the row's dropout must act in training for this test to mean anything");
+        Assert.False(Numerics.Same(Logits(pm, c), Logits(pm, c)), $"{name}: the row's dropout must act in training for this test to mean anything");
     }
 
     [Theory]
@@ -86,7 +88,7 @@ public class MethodContractTests
         var frozen = pm.Base.named_parameters().Where(p => !p.parameter.requires_grad).Select(p => (p.name, p.parameter, Copy: p.parameter.detach().clone())).ToList();
         var before = trainable.Select(p => p.detach().clone()).ToList();
         pm.Base.train();
-        var losses = TrainingLoop.Run(pm, TrainingLoop.Batch(), steps: 4, c.Lr, c.VirtualTokens);
+        var losses = TrainingLoop.Run(pm, TrainingLoop.Batch(), steps: 4, c.Lr, c.VirtualTokens, TaskIds(c));
         Assert.True(losses[^1] < losses[0], $"{name}: loss {string.Join(", ", losses.Select(l => l.ToString("F4")))}");
         Assert.Contains(trainable.Zip(before), x => !Numerics.Same(x.First.detach(), x.Second));
         foreach (var (n, p, copy) in frozen) Assert.True(Numerics.Same(copy, p.detach()), $"{name}: frozen '{n}' changed");
@@ -102,9 +104,9 @@ public class MethodContractTests
         var dir = Saved(pm);
         var back = PeftModel.FromPretrained(Load(c), dir);
         Assert.Empty(back.TrainableParameters());
-        var trained = Logits(pm);
-        Numerics.Close(trained, Logits(back), 1e-6, name);
-        Assert.True(c.VirtualTokens > 0 || Numerics.MaxAbsDiff(trained, Logits(Load(c))) > 1e-4,
+        var trained = Logits(pm, c);
+        Numerics.Close(trained, Logits(back, c), 1e-6, name);
+        Assert.True(c.VirtualTokens > 0 || Numerics.MaxAbsDiff(trained, Logits(Load(c), c)) > 1e-4,
             "training must have changed the logits for this test to mean anything");
     }
 
@@ -152,12 +154,12 @@ public class MethodContractTests
         using var scope = NewDisposeScope();
         var c = MethodCases.Get(name);
         var pm = Trained(c);
-        var adapted = Logits(pm);
+        var adapted = Logits(pm, c);
         Tensor disabled;
-        using (pm.DisableAdapters()) disabled = Logits(pm);
-        if (!c.ResidualBase) Numerics.Close(Logits(Load(c)), disabled, 1e-5, name);
+        using (pm.DisableAdapters()) disabled = Logits(pm, c);
+        if (!c.ResidualBase) Numerics.Close(Logits(Load(c), c), disabled, 1e-5, name);
         Assert.True(c.VirtualTokens > 0 || Numerics.MaxAbsDiff(adapted, disabled) > 1e-4, "training must have changed the logits for this test to mean anything");
-        Numerics.Close(adapted, Logits(pm), 0, "re-enabled");
+        Numerics.Close(adapted, Logits(pm, c), 0, "re-enabled");
     }
 
     [Theory]
@@ -168,14 +170,14 @@ public class MethodContractTests
         var c = MethodCases.Get(name);
         var pm = Trained(c);
         var before = pm.Base.named_parameters().ToDictionary(p => p.name, p => p.parameter.detach().clone());
-        var unmerged = Logits(pm);
+        var unmerged = Logits(pm, c);
         pm.MergeAdapter(safeMerge: true);
         Assert.All(pm.TunerLayers(), l => Assert.Equal(["default"], l.Layer.MergedAdapters));
-        Numerics.Close(unmerged, Logits(pm), 1e-4, "merged");
+        Numerics.Close(unmerged, Logits(pm, c), 1e-4, "merged");
         Assert.Throws<InvalidOperationException>(() => pm.TunerLayers().First().Layer.DeleteAdapter("default"));
         pm.UnmergeAdapter();
         foreach (var (n, p) in pm.Base.named_parameters()) Assert.True(Numerics.Same(before[n], p.detach()), $"{name}: '{n}' not restored exactly");
-        Numerics.Close(unmerged, Logits(pm), 0, "unmerged");
+        Numerics.Close(unmerged, Logits(pm, c), 0, "unmerged");
     }
 
     [Theory]

@@ -15,7 +15,8 @@ internal static class TrainingLoop
 
     /// <param name="virtualPositions">leading logits positions that belong to virtual tokens (prompt tuning, P-tuning).</param>
     /// <returns>The loss before each step.</returns>
-    public static List<double> Run(PeftModel pm, Tensor ids, int steps = 6, double lr = 1e-2, int virtualPositions = 0)
+    /// <param name="taskIds">each row's task, for methods that route by task (Poly).</param>
+    public static List<double> Run(PeftModel pm, Tensor ids, int steps = 6, double lr = 1e-2, int virtualPositions = 0, Tensor? taskIds = null)
     {
         var trainable = pm.TrainableParameters().Select(x => x.P).ToList();
         Assert.NotEmpty(trainable);
@@ -26,7 +27,7 @@ internal static class TrainingLoop
         {
             using var scope = NewDisposeScope();
             opt.zero_grad();
-            var loss = Losses.CausalLM(pm.Forward(ModelInputs.Ids(ids)), labels);
+            var loss = Losses.CausalLM(pm.Forward(ModelInputs.Ids(ids) with { TaskIds = taskIds }), labels);
             loss.backward();
             opt.step();
             losses.Add(loss.item<float>());
@@ -35,11 +36,11 @@ internal static class TrainingLoop
     }
 
     /// <summary>Asserts that training lowered the loss clearly and left the base weights alone.</summary>
-    public static void AssertLearns(PeftModel pm, Tensor ids, int steps = 6, double lr = 1e-2, int virtualPositions = 0)
+    public static void AssertLearns(PeftModel pm, Tensor ids, int steps = 6, double lr = 1e-2, int virtualPositions = 0, Tensor? taskIds = null)
     {
         var frozen = pm.Base.named_parameters().Where(p => !p.parameter.requires_grad).Take(3)
             .Select(p => (p.name, p.parameter, Copy: p.parameter.detach().clone())).ToList();
-        var losses = Run(pm, ids, steps, lr, virtualPositions);
+        var losses = Run(pm, ids, steps, lr, virtualPositions, taskIds);
         Console.WriteLine("losses: " + string.Join(", ", losses.Select(l => l.ToString("F4"))));
         Assert.True(losses[^1] < losses[0] - 0.03, $"loss did not go down: {string.Join(", ", losses.Select(l => l.ToString("F4")))}");
         foreach (var (name, p, copy) in frozen) Assert.True(Numerics.Same(copy, p.detach()), $"frozen '{name}' changed");
