@@ -6,19 +6,20 @@ using static TorchSharp.torch;
 namespace PeftSharp.Tests.Merging;
 
 /// <summary>
-/// The merge streams: merging three checkpoints of 268 MB each (805 MB) in a child process (the CLI) stays under a
-/// 300 MB peak resident memory, less than one input model plus the runtime (~180 MB with libtorch loaded), for task
-/// vectors and for the methods that hold every model's tensor at once (karcher iterates over them). Measured on this
-/// data (2026-12-01): task_arithmetic 223 MB, karcher 224 MB, multislerp 249 MB; multislerp holds every model's
-/// tensor as karcher does and is left out to keep the suite short. della, della_linear and sce rank every value, which
-/// is slow, so they merge two tensors of the same size: della 251 MB, della_linear 237 MB, sce 270 MB (340, 300 and
-/// 309 MB before their temporaries were cut and large blocks mapped, see Native.Malloc.MapLargeBlocks).
+/// The merge streams: merging three checkpoints of 268 MB each (805 MB) in a child process (the CLI) keeps its peak
+/// anonymous memory (RssAnon: what the process allocates, libtorch's own heap included) under 200 MB, less than one input
+/// model, for task vectors and for the methods that hold every model's tensor at once (karcher iterates over them).
+/// File-backed pages are left out: how much of libtorch's 460 MB text is resident depends on the kernel (huge pages
+/// collapsed for a library run often added 30 MB to VmHWM between two checkouts of the same commit), and mapped inputs
+/// are page cache. Measured on this data (2026-12-02): task_arithmetic 115 MB, karcher 117 MB. della, della_linear and
+/// sce rank every value, which is slow, so they merge two tensors of the same size: della 125 MB, della_linear 123 MB,
+/// sce 156 MB (their temporaries were cut and large blocks mapped, see Native.Malloc.MapLargeBlocks).
 /// </summary>
 public class StreamingMemoryTests(StreamingMemoryTests.Inputs inputs, StreamingMemoryTests.FewInputs few, ITestOutputHelper output)
     : IClassFixture<StreamingMemoryTests.Inputs>, IClassFixture<StreamingMemoryTests.FewInputs>
 {
     const long Rows = 2048, Cols = 1024;                         // 8 MB per float32 tensor, 256 MB per model
-    const long LimitBytes = 300_000_000;
+    const long LimitBytes = 200_000_000;
 
     /// <summary>The three input models of <paramref name="tensors"/> tensors, written once for all the methods.</summary>
     public abstract class InputModels : IDisposable
@@ -30,7 +31,7 @@ public class StreamingMemoryTests(StreamingMemoryTests.Inputs inputs, StreamingM
         public void Dispose() => Directory.Delete(Dir, recursive: true);
     }
 
-    /// <summary>32 tensors: 805 MB in all, 2.7 times the limit.</summary>
+    /// <summary>32 tensors: 805 MB in all, 4 times the limit.</summary>
     public sealed class Inputs() : InputModels(32);
 
     /// <summary>
@@ -45,7 +46,7 @@ public class StreamingMemoryTests(StreamingMemoryTests.Inputs inputs, StreamingM
     public void A_merge_larger_than_the_memory_limit_completes_within_it(string method, string parameters)
     {
         long inputBytes = Merge(inputs, method, parameters);
-        Assert.True(inputBytes > 2.5 * LimitBytes);
+        Assert.True(inputBytes > 4 * LimitBytes);
     }
 
     [Theory]
@@ -70,10 +71,10 @@ public class StreamingMemoryTests(StreamingMemoryTests.Inputs inputs, StreamingM
                 """);
             var (exitCode, log, peak) = RunCli(dir, "merge-models", "--config", $"{method}.yaml", "--out", outName, "--out-shard-size", "100M", "-q");
             output.WriteLine(log);
-            output.WriteLine($"{method}: inputs {inputBytes / 1e6:F0} MB, child peak RSS {peak / 1e6:F0} MB, limit {LimitBytes / 1e6:F0} MB");
+            output.WriteLine($"{method}: inputs {inputBytes / 1e6:F0} MB, child peak anonymous memory {peak / 1e6:F0} MB, limit {LimitBytes / 1e6:F0} MB");
             Assert.Equal(0, exitCode);
-            Assert.True(peak > 0, "peak RSS was not measured");
-            Assert.True(peak < LimitBytes, $"peak RSS {peak / 1e6:F0} MB is over the {LimitBytes / 1e6:F0} MB limit (inputs: {inputBytes / 1e6:F0} MB)");
+            Assert.True(peak > 0, "peak memory was not measured");
+            Assert.True(peak < LimitBytes, $"peak anonymous memory {peak / 1e6:F0} MB is over the {LimitBytes / 1e6:F0} MB limit (inputs: {inputBytes / 1e6:F0} MB)");
             using var merged = Checkpoint.Open(Path.Combine(dir, outName));
             Assert.Equal(models.Tensors, merged.Names.Count);
             Assert.True(merged.Files.Count >= (models.Tensors >= 32 ? 3 : 1), "sharded output");
@@ -103,7 +104,7 @@ public class StreamingMemoryTests(StreamingMemoryTests.Inputs inputs, StreamingM
         return 3 * specs.Sum(s => s.ByteLength);
     }
 
-    static (int ExitCode, string Log, long PeakRss) RunCli(string workDir, params string[] args)
+    static (int ExitCode, string Log, long PeakAnon) RunCli(string workDir, params string[] args)
     {
         var psi = new ProcessStartInfo("dotnet") { WorkingDirectory = workDir, RedirectStandardOutput = true, RedirectStandardError = true };
         psi.ArgumentList.Add(CliDll());
@@ -111,11 +112,11 @@ public class StreamingMemoryTests(StreamingMemoryTests.Inputs inputs, StreamingM
         using var p = Process.Start(psi)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
-        // VmHWM is the child's own high-water mark, so polling it misses at most a peak in its last 20 ms (the merge
-        // peaks on every tensor, not at the end). getrusage(RUSAGE_CHILDREN) cannot stand in: it counts the forked
-        // copy of this test process before exec, whose resident pages are this process's.
+        // Polled every 20 ms: a merge that does not stream holds its excess for as long as the models are open, so a poll
+        // sees it. getrusage(RUSAGE_CHILDREN) cannot stand in: it counts the forked copy of this test process before
+        // exec, whose resident pages are this process's.
         long peak = 0;
-        while (!p.WaitForExit(20)) peak = Math.Max(peak, HighWaterMark(p.Id));
+        while (!p.WaitForExit(20)) peak = Math.Max(peak, Status(p.Id, "RssAnon:"));
         p.WaitForExit();
         return (p.ExitCode, stdout.Result + stderr.Result, peak);
     }
@@ -129,11 +130,12 @@ public class StreamingMemoryTests(StreamingMemoryTests.Inputs inputs, StreamingM
         return dll;
     }
 
-    static long HighWaterMark(int pid)
+    // A field of /proc/PID/status in bytes (0 once the process is gone).
+    static long Status(int pid, string field)
     {
         try
         {
-            var line = File.ReadLines($"/proc/{pid}/status").FirstOrDefault(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
+            var line = File.ReadLines($"/proc/{pid}/status").FirstOrDefault(l => l.StartsWith(field, StringComparison.Ordinal));
             return line is null ? 0 : long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
         }
         catch (IOException) { return 0; }
