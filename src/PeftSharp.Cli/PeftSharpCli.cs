@@ -12,7 +12,7 @@ internal static class PeftSharpCli
         var root = new RootCommand("PeftSharp: parameter-efficient fine-tuning (LoRA and friends) for .NET, compatible with Hugging Face PEFT.")
         {
             TrainCommand.Create(), LogitsCommand.Create(), GenerateCommand.Create(), InspectCommand.Create(),
-            MergeCommand.Create(), MergeModelsCommand.Create(), AnalyzeCommand.Create(),
+            MergeCommand.Create(), MergeModelsCommand.Create(), AnalyzeCommand.Create(), GraftCommand.Create(),
         };
         foreach (var help in root.Options.OfType<HelpOption>()) help.Description = "show this help";
         return root;

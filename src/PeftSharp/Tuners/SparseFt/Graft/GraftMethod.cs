@@ -11,5 +11,5 @@ internal sealed class GraftMethod : ISparseMethod
     public string Name => "graft";
 
     public Tensor InitialSupport(SparseTarget target, SparseFtConfig config) =>
-        throw new ArgumentException("a graft is learned from a fine-tuned model with Grafting.Learn (C#; no CLI verb yet), not made by train --method graft");
+        throw new ArgumentException("a graft is learned from a fine-tuned model: peftsharp graft --model BASE --tuned DIR --data FILE --out DIR (C#: Grafting.Learn), not made by train --method graft");
 }
