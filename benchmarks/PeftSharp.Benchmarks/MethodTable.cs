@@ -86,23 +86,7 @@ internal static class MethodTable
 
     static Result Child(string row, int steps, bool bf16)
     {
-        var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true };
-        if (Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet") psi.ArgumentList.Add(typeof(MethodTable).Assembly.Location);
-        foreach (var a in new[] { ChildVerb, steps.ToString(CultureInfo.InvariantCulture), bf16 ? "bf16" : "f32" }) psi.ArgumentList.Add(a);
-        foreach (var a in row.Split(' ', StringSplitOptions.RemoveEmptyEntries)) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        var stderr = p.StandardError.ReadToEndAsync();
-        var lines = p.StandardOutput.ReadToEnd().Split('\n');
-        p.WaitForExit();
-        var line = lines.FirstOrDefault(l => l.StartsWith("RESULT\t", StringComparison.Ordinal));
-        if (line is null)
-        {
-            var err = lines.FirstOrDefault(l => l.StartsWith("ERROR\t", StringComparison.Ordinal))?[6..]
-                ?? stderr.Result.Split('\n').FirstOrDefault(l => l.Contains("Exception") || l.StartsWith("error")) ?? $"exit {p.ExitCode}";
-            return new Result("", 0, 0, 0, 0, 0, err.Trim());
-        }
-        var f = line.Split('\t');
-        double D(int i) => double.Parse(f[i], CultureInfo.InvariantCulture);
-        return new Result(f[1], D(2), D(3), D(4), D(5), D(6), null);
+        var (f, error) = ChildRun.Run([ChildVerb, steps.ToString(CultureInfo.InvariantCulture), bf16 ? "bf16" : "f32", .. row.Split(' ', StringSplitOptions.RemoveEmptyEntries)]);
+        return f is null ? new Result("", 0, 0, 0, 0, 0, error) : new Result(f[0], ChildRun.Number(f[1]), ChildRun.Number(f[2]), ChildRun.Number(f[3]), ChildRun.Number(f[4]), ChildRun.Number(f[5]), null);
     }
 }

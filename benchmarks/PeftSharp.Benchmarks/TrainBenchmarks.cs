@@ -96,21 +96,8 @@ internal static class TrainBenchmarks
 
     static Result Child(string method, int steps, bool bf16, string optim = "auto", bool cpu = false)
     {
-        var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true };
-        if (Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet") psi.ArgumentList.Add(typeof(TrainBenchmarks).Assembly.Location);
-        foreach (var a in new[] { ChildVerb, method, steps.ToString(), bf16 ? "bf16" : "f32", optim, cpu ? "cpu" : "wall" }) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        var stderr = p.StandardError.ReadToEndAsync();
-        var lines = p.StandardOutput.ReadToEnd().Split('\n');
-        p.WaitForExit();
-        var line = lines.FirstOrDefault(l => l.StartsWith("RESULT\t", StringComparison.Ordinal));
-        if (line is null)
-        {
-            var err = stderr.Result.Split('\n').FirstOrDefault(l => l.Contains("Exception") || l.StartsWith("error")) ?? $"exit {p.ExitCode}";
-            return new Result("", 0, 0, 0, 0, err.Trim());
-        }
-        var f = line.Split('\t');
-        return new Result(f[1], double.Parse(f[2]), double.Parse(f[3]), double.Parse(f[4]), double.Parse(f[5]), null);
+        var (f, error) = ChildRun.Run([ChildVerb, method, steps.ToString(), bf16 ? "bf16" : "f32", optim, cpu ? "cpu" : "wall"]);
+        return f is null ? new Result("", 0, 0, 0, 0, error) : new Result(f[0], ChildRun.Number(f[1]), ChildRun.Number(f[2]), ChildRun.Number(f[3]), ChildRun.Number(f[4]), null);
     }
 
     static int Steps(string[] args, int fallback) => args.Length > 1 && args[0] == "--steps" ? int.Parse(args[1]) : fallback;
