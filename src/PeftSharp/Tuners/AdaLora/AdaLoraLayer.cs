@@ -70,7 +70,7 @@ public sealed class AdaLoraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
     public Tensor DeltaWeight(string adapter)
     {
         using var scope = NewDisposeScope();
-        var delta = matmul(lora_B[adapter], lora_A[adapter] * lora_E[adapter]) * Scale(adapter); // [out, in]
+        var delta = SvdProduct.Delta(lora_A[adapter], lora_E[adapter], lora_B[adapter], Scale(adapter));
         return BaseLayers.ToStorage(base_layer, delta).MoveToOuterDisposeScope();
     }
 
@@ -83,7 +83,7 @@ public sealed class AdaLoraLayer : Module<Tensor, Tensor>, IDeltaWeightLayer
         {
             var xa = x.to(lora_A[a].dtype);
             if (s.Dropout > 0) xa = nn.functional.dropout(xa, s.Dropout, book.Training);
-            var update = matmul(matmul(xa, (lora_A[a] * lora_E[a]).t()), lora_B[a].t()) * Scale(a); // [.., r] then [.., out]
+            var update = SvdProduct.Apply(xa, lora_A[a], lora_E[a], lora_B[a], Scale(a));
             result = result + update.to(result.dtype);
         }
         return result.MoveToOuterDisposeScope();
