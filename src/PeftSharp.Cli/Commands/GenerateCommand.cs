@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using PeftSharp.Generation;
+using PeftSharp.Generation.Composition;
 using PeftSharp.Models;
 using PeftSharp.Tokenization;
 
@@ -27,7 +28,7 @@ internal static class GenerateCommand
         var topK = Options.WholeNumber("--top-k", "sample among the k most likely tokens (0 = off)");
         var repetition = Options.Number("--repetition-penalty", "divide the scores of tokens already in the sequence by this (> 0; 1 = off)").Default(1.0, "1");
         var seed = Options.Seed("random seed for sampling (default: libtorch's global generator)");
-        var json = new Option<bool>("--json") { Description = "print {\"ids\": [...], \"text\": \"...\"}" };
+        var json = new Option<bool>("--json") { Description = "print {\"ids\": [...], \"text\": \"...\"} (with --dynamic-fusion also \"fusion_weights\": each generated token's expert weights)" };
         var chat = new Option<bool>("--chat")
         {
             Description = "send --prompt as a user message through the model's chat template (chat_template in tokenizer_config.json "
@@ -96,14 +97,25 @@ internal static class GenerateCommand
                 throw new ArgumentException("--tuco-scale steers one adapted model: leave out --proxy-base and --row-adapters");
             var m = adapters.Load(modelDir, r.GetValue(dtype), Options.ParseDevice(r.GetValue(device)!));
             if (scale is double sc)
-                m = new PeftSharp.Generation.Composition.TuningScaled(m as PeftSharp.Peft.PeftModel
+                m = new TuningScaled(m as PeftSharp.Peft.PeftModel
                     ?? throw new ArgumentException("--tuco-scale scales an adapter's contribution: give --adapter DIR"), sc);
             // Proxy-tuning steers m (its rows keep their adapters) with the small pair's correction.
             var decoder = proxied ? proxy.Wrap(r, m, r.GetValue(dtype), m.Device) : m;
-            foreach (var generated in adapters.Run(m, () => TextGenerator.Generate(decoder, prompts, options)))
+            // Dynamic fusion's weights at each step's last position: step s chose every row's token s.
+            var steps = new List<double[,]>();
+            if (decoder is DynamicLogitFusion fusion) fusion.Observer = w => steps.Add(LastPosition(w));
+            var results = adapters.Run(m, () => TextGenerator.Generate(decoder, prompts, options));
+            for (int i = 0; i < results.Count; i++)
             {
+                var generated = results[i];
                 var decoded = tokenizer?.Decode(generated, skipSpecialTokens: true);
-                if (r.GetValue(json))
+                if (r.GetValue(json) && decoder is DynamicLogitFusion)
+                {
+                    var weights = steps.Take(generated.Length - prompts[i].Length)
+                        .Select(s => Enumerable.Range(0, s.GetLength(1)).Select(t => Math.Round(s[i, t], 6)).ToArray());
+                    output.WriteLine(JsonSerializer.Serialize(new { ids = generated, text = decoded, fusion_weights = weights }));
+                }
+                else if (r.GetValue(json))
                     output.WriteLine(JsonSerializer.Serialize(new { ids = generated, text = decoded }));
                 else
                     output.WriteLine(decoded ?? string.Join(",", generated));
@@ -111,5 +123,16 @@ internal static class GenerateCommand
             return 0;
         });
         return cmd;
+    }
+
+    // [B, T, E] weights -> each row's weights at the last position
+    static double[,] LastPosition(TorchSharp.torch.Tensor weights)
+    {
+        long b = weights.shape[0], e = weights.shape[2];
+        var last = weights.select(1, -1).contiguous().data<double>().ToArray();
+        var rows = new double[b, e];
+        for (long i = 0; i < b; i++)
+            for (long t = 0; t < e; t++) rows[i, t] = last[i * e + t];
+        return rows;
     }
 }

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using PeftSharp.Generation.Composition;
 using PeftSharp.IO;
 using PeftSharp.Models;
 using static TorchSharp.torch;
@@ -14,7 +15,7 @@ internal static class LogitsCommand
         var adapter = AdapterSet.Option();
         var rowAdapters = AdapterSet.RowsOption("row of --inputs");
         var inputs = new Option<string>("--inputs") { Description = "safetensors file with input_ids (integers, [batch, length]) and optionally attention_mask (0/1, the same shape)", Required = true }.Help(value: "<file>");
-        var output = new Option<string>("--out") { Description = "safetensors file to write 'logits' (float32 [batch, length, vocabulary]) to", Required = true }.Help(value: "<file>");
+        var output = new Option<string>("--out") { Description = "safetensors file to write 'logits' (float32 [batch, length, vocabulary]) to, and with --dynamic-fusion 'fusion_weights' ([batch, length, experts])", Required = true }.Help(value: "<file>");
         var dtype = Options.DType();
         var device = Options.Device();
         var cmd = new Command("logits", "Run a model (and adapter) on input ids and write its logits") { model, adapter, rowAdapters, inputs, output, dtype, device };
@@ -34,8 +35,11 @@ internal static class LogitsCommand
             var m = adapters.Load(modelDir, r.GetValue(dtype), Options.ParseDevice(r.GetValue(device)!));
             var scorer = proxied ? proxy.Wrap(r, m, r.GetValue(dtype), m.Device) : m; // the combined scores, whose log-softmax is decoded
             using var _ = no_grad();
-            var logits = adapters.Run(m, () => scorer.Forward(ModelInputs.Ids(ids.to(m.Device), mask?.to(m.Device)))).to(ScalarType.Float32).cpu();
-            SafetensorsWriter.Save(r.GetValue(output)!, new Dictionary<string, Tensor> { ["logits"] = logits }, new Dictionary<string, string> { ["format"] = "pt" });
+            var written = new Dictionary<string, Tensor>();
+            if (scorer is DynamicLogitFusion fusion) fusion.Observer = w => written["fusion_weights"] = w.to(ScalarType.Float32).MoveToOuterDisposeScope(); // w dies with the forward's scope
+            written["logits"] = adapters.Run(m, () => scorer.Forward(ModelInputs.Ids(ids.to(m.Device), mask?.to(m.Device)))).to(ScalarType.Float32).cpu();
+            var logits = written["logits"];
+            SafetensorsWriter.Save(r.GetValue(output)!, written, new Dictionary<string, string> { ["format"] = "pt" });
             r.InvocationConfiguration.Output.WriteLine($"wrote logits [{string.Join(",", logits.shape)}] to {r.GetValue(output)}");
             return 0;
         });

@@ -17,10 +17,10 @@ public class LogitMixTests
     // dispose scope (which would free their weights when that test ends).
     static LogitMixTests() { }
 
-    internal static PeftModel RandomLora()
+    internal static PeftModel RandomLora(ulong seed = 5)
     {
         var pm = PeftModel.Create(AutoModel.Load(Repo.Path("models", "tinycode-3m")), new LoraConfig { R = 4, LoraAlpha = 16, TargetModules = ["all-linear"] });
-        var gen = new Generator(5);
+        var gen = new Generator(seed);
         using (no_grad())
             foreach (var (name, p) in pm.TrainableParameters())
                 if (name.Contains("lora_B")) p.copy_(randn(p.shape, generator: gen) * 0.2);

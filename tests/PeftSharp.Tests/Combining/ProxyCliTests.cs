@@ -98,7 +98,7 @@ public class ProxyCliTests
     }
 
     [Fact]
-    public void A_proxy_base_needs_exactly_one_tuned_source()
+    public void A_proxy_base_needs_a_tuned_source()
     {
         CliRun.Run("generate", "--prompt-ids", "0,1", "--proxy-base", CliRun.TinyCode).AssertError("--proxy-adapter", "--proxy-tuned");
     }

@@ -1,5 +1,4 @@
 using PeftSharp.Models;
-using PeftSharp.Peft;
 using static TorchSharp.torch;
 
 namespace PeftSharp.Generation.Composition;
@@ -62,18 +61,15 @@ public sealed class LogitMix : ILanguageModel
     /// <summary>Combined scores [B, T, V] in float32 on the large model's device.</summary>
     public Tensor Forward(ModelInputs inputs)
     {
-        var caches = inputs.Cache?.Members;
-        int count = 1 + 2 * deltas.Length;
-        if (inputs.Cache is not null && caches!.Count != count)
-            throw new ArgumentException($"this cache has {caches.Count} member caches but the mix has {count} models: make it with LogitMix.NewCache()");
+        var caches = Ensemble.Caches(inputs, 1 + 2 * deltas.Length, nameof(LogitMix));
         using var scope = NewDisposeScope();
         var scores = Score(large, inputs, caches?[0]);
         for (int i = 0; i < deltas.Length; i++)
         {
             var tuned = Score(deltas[i].Tuned, inputs, caches?[1 + 2 * i]);
             var untuned = Score(deltas[i].Untuned, inputs, caches?[2 + 2 * i]);
-            CheckShape(scores, tuned, $"delta {i}'s tuned model");
-            CheckShape(scores, untuned, $"delta {i}'s untuned model");
+            Ensemble.CheckShape(scores, tuned, $"delta {i}'s tuned model");
+            Ensemble.CheckShape(scores, untuned, $"delta {i}'s untuned model");
             scores = scores + deltas[i].Beta * (tuned - untuned);
         }
         return scores.MoveToOuterDisposeScope();
@@ -81,33 +77,11 @@ public sealed class LogitMix : ILanguageModel
 
     Tensor Score(ILanguageModel model, ModelInputs inputs, KvCache? cache)
     {
-        var logits = model.Forward(inputs with { Cache = cache }).to(ScalarType.Float32, Device);
+        var logits = Ensemble.Logits(model, inputs, cache, Device);
         return space == MixSpace.LogProbs ? logits.log_softmax(-1) : logits;
     }
 
-    static void CheckShape(Tensor large, Tensor member, string what)
-    {
-        if (!large.shape.SequenceEqual(member.shape))
-            throw new InvalidOperationException(
-                $"{what} gives scores [{string.Join(",", member.shape)}] but the large model [{string.Join(",", large.shape)}]: the models must share a vocabulary");
-    }
-
-    // Sizes known from the configs are checked up front; others are caught by CheckShape on the first forward.
-    void CheckVocabularies()
-    {
-        if (VocabOf(large) is not { } v) return;
-        for (int i = 0; i < deltas.Length; i++)
-            foreach (var (m, role) in new[] { (deltas[i].Tuned, "tuned"), (deltas[i].Untuned, "untuned") })
-                if (VocabOf(m) is { } w && w != v)
-                    throw new ArgumentException(
-                        $"the large model has a vocabulary of {v} tokens but delta {i}'s {role} model has {w}: the models must share a vocabulary (and tokenizer)");
-    }
-
-    static int? VocabOf(ILanguageModel m) => m switch
-    {
-        PretrainedModel p => p.Config.VocabSize,
-        PeftModel p => p.Base.Config.VocabSize,
-        AdaptersOff a => VocabOf(a.Model),
-        _ => null,
-    };
+    // Sizes known from the configs are checked up front; others are caught by the shape check on the first forward.
+    void CheckVocabularies() => Ensemble.CheckVocabularies(large,
+        deltas.SelectMany((d, i) => new[] { (d.Tuned, $"delta {i}'s tuned model"), (d.Untuned, $"delta {i}'s untuned model") }));
 }
