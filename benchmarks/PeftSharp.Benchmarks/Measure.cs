@@ -27,6 +27,13 @@ internal static class Measure
         return line is null ? double.NaN : long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) / 1024.0;
     }
 
+    /// <summary>The whole number after <paramref name="name"/> on the command line, or <paramref name="fallback"/>.</summary>
+    public static int Arg(string[] args, string name, int fallback)
+    {
+        int i = Array.IndexOf(args, name);
+        return i >= 0 && i + 1 < args.Length ? int.Parse(args[i + 1]) : fallback;
+    }
+
     public static string ModelDir(string name) =>
         Path.Combine(FindRoot(), name.StartsWith("tiny-") ? Path.Combine("tests", "fixtures", "peft-reference", "models", name) : Path.Combine("models", name));
 

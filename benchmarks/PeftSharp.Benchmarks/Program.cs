@@ -17,6 +17,7 @@ var benchmarks = new Dictionary<string, Func<string[], int>>
     ["gpu-train"] = GpuTrainBenchmark.Run,
     ["tokenize"] = TokenizeBenchmark.Run,
     ["row-adapters"] = RowAdapterBenchmark.Run,
+    ["fusion"] = FusionBenchmark.Run,
     ["sparse"] = SparseBenchmark.Run,
     [SparseBenchmark.ChildVerb] = SparseBenchmark.RunOne,
     [TrainBenchmarks.ChildVerb] = TrainBenchmarks.RunOne,

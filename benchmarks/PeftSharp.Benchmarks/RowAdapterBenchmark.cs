@@ -15,7 +15,7 @@ internal static class RowAdapterBenchmark
 {
     public static int Run(string[] args)
     {
-        int newTokens = Arg(args, "--new-tokens", 32), runs = Arg(args, "--runs", 3);
+        int newTokens = Measure.Arg(args, "--new-tokens", 32), runs = Measure.Arg(args, "--runs", 3);
         manual_seed(0);
         var model = AutoModel.Load(Measure.ModelDir("tinycode-3m"));
         model.eval();
@@ -63,10 +63,4 @@ internal static class RowAdapterBenchmark
     }
 
     static LoraConfig Lora(int r) => new() { R = r, LoraAlpha = r, TargetModules = ["all-linear"], InitLoraWeights = "false" };
-
-    static int Arg(string[] args, string name, int fallback)
-    {
-        int i = Array.IndexOf(args, name);
-        return i >= 0 && i + 1 < args.Length ? int.Parse(args[i + 1]) : fallback;
-    }
 }

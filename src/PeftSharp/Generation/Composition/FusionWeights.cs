@@ -68,92 +68,94 @@ public sealed record FusionGrid(double Min = 0, double Max = 2, double Step = 0.
 /// minimise the paper's objective (its Eq. 3, and Algorithm 1 for several experts)
 /// <c>sum_t (KL(P~||P) - KL(Q_t||Q))^2 + (KL(P||P~) - KL(Q||Q_t))^2</c>
 /// over a grid: the large model is moved away from its own distribution as far, in both KL directions, as fine-tuning
-/// moved the small one. Computed in float64, in chunks of positions so a long prompt does not hold many [N, V] copies.
+/// moved the small one.
 /// </summary>
+/// <remarks>
+/// With <c>z = M_L + sum_t a_t D_t</c> (<c>D_t = M_t - M_S</c>) both KLs need one log-sum-exp of z and one weighted sum:
+/// <c>KL(P~||P) = sum_v p~ (z - M_L) + lse(M_L) - lse(z)</c> and <c>KL(P||P~) = lse(z) - lse(M_L) - sum_t a_t sum_v p D_t</c>,
+/// the last sum fixed per position. So all candidates of a chunk are scored at once (one [positions, candidates, V]
+/// product), in float64, in chunks small enough that a long prompt or a large vocabulary stays within tens of MB.
+/// </remarks>
 public static class FusionWeights
 {
+    const long ChunkElements = 1L << 21;   // doubles per [positions, candidates, V] block: 16 MB
+
     /// <summary>
     /// The weights [.., E] (float64) that minimise the objective at every position of logits [.., V] of the large model,
-    /// the small base and each expert, and the objective they reach [..].
+    /// the small base and each expert, and the objective they reach [..]. The first candidate in search order with the
+    /// least objective wins.
     /// </summary>
-    public static (Tensor Weights, Tensor Objective) Solve(Tensor large, Tensor smallBase, IReadOnlyList<Tensor> experts, FusionGrid grid)
+    public static (Tensor Weights, Tensor Objective) Solve(Tensor large, Tensor smallBase, IReadOnlyList<Tensor> experts, FusionGrid grid) =>
+        Search(large, smallBase, experts, grid.Candidates(experts.Count));
+
+    /// <summary>The objective at one weighting [E], per position [..]: what <see cref="Solve"/> minimises.</summary>
+    public static Tensor Objective(Tensor large, Tensor smallBase, IReadOnlyList<Tensor> experts, IReadOnlyList<double> weights) =>
+        Search(large, smallBase, experts, [[.. weights]]).Objective;
+
+    static (Tensor Weights, Tensor Objective) Search(Tensor large, Tensor smallBase, IReadOnlyList<Tensor> experts, List<double[]> candidates)
     {
-        var candidates = grid.Candidates(experts.Count);
         foreach (var (t, i) in experts.Select((t, i) => (t, i)).Prepend((smallBase, -1)))
             if (!t.shape.SequenceEqual(large.shape))
                 throw new ArgumentException($"{(i < 0 ? "the small base" : $"expert {i}")} gives logits [{string.Join(",", t.shape)}] but the large model [{string.Join(",", large.shape)}]: the models must share a vocabulary");
+        if (candidates.Any(c => c.Length != experts.Count)) throw new ArgumentException($"each weighting needs {experts.Count} weights, one per expert");
         var lead = large.shape[..^1];
-        long vocab = large.shape[^1], rows = large.numel() / Math.Max(vocab, 1);
+        long vocab = Math.Max(large.shape[^1], 1), rows = large.numel() / vocab;
         var weights = zeros([rows, experts.Count], ScalarType.Float64);
         var objective = zeros([rows], ScalarType.Float64);
-        long chunk = Math.Max(1, (1L << 21) / Math.Max(vocab, 1));
-        for (long start = 0; start < rows; start += chunk)
+        using var all = tensor(candidates.SelectMany(c => c).ToArray(), ScalarType.Float64).view(candidates.Count, experts.Count);
+        long positions = Math.Max(1, ChunkElements / vocab), perBlock = Math.Max(1, ChunkElements / (positions * vocab));
+        for (long start = 0; start < rows; start += positions)
         {
             using var scope = NewDisposeScope();
-            long n = Math.Min(chunk, rows - start);
+            long n = Math.Min(positions, rows - start);
             Tensor Rows(Tensor t) => t.reshape(rows, vocab).narrow(0, start, n).to(ScalarType.Float64, CPU);
-            var (w, o) = SolveRows(Rows(large), Rows(smallBase), [.. experts.Select(Rows)], candidates);
-            weights.narrow(0, start, n).copy_(w);
-            objective.narrow(0, start, n).copy_(o);
+            var terms = new Terms(Rows(large), Rows(smallBase), [.. experts.Select(Rows)]);
+            var best = full([n], double.PositiveInfinity, ScalarType.Float64);
+            var chosen = zeros([n], ScalarType.Int64);
+            for (long c0 = 0; c0 < candidates.Count; c0 += perBlock)
+            {
+                using var block = NewDisposeScope();
+                var loss = terms.Loss(all.narrow(0, c0, Math.Min(perBlock, candidates.Count - c0)));   // [n, c]
+                var (min, at) = loss.min(1);
+                var better = min.lt(best);   // strict: an earlier block keeps a tie, as argmin keeps the first within one
+                best.copy_(where(better, min, best));
+                chosen.copy_(where(better, at + c0, chosen));
+            }
+            weights.narrow(0, start, n).copy_(all.index_select(0, chosen));
+            objective.narrow(0, start, n).copy_(best);
         }
         return (weights.reshape([.. lead, experts.Count]), objective.reshape(lead));
     }
 
-    /// <summary>The objective at one weighting, per position: what <see cref="Solve"/> minimises (float64 logits [N, V]).</summary>
-    public static Tensor Objective(Tensor large, Tensor smallBase, IReadOnlyList<Tensor> experts, IReadOnlyList<double> weights)
+    /// <summary>What the objective needs of one chunk of positions [n, V], fixed across candidates.</summary>
+    sealed class Terms
     {
-        using var scope = NewDisposeScope();
-        var (fwd, rev) = Targets(smallBase, experts);
-        var logP = large.log_softmax(-1);
-        return Loss(logP, logP.exp(), Fused(large, smallBase, experts, weights), fwd, rev).MoveToOuterDisposeScope();
-    }
+        readonly Tensor large, lseLarge, deltas, pDeltas, fwd, rev;
 
-    static (Tensor Weights, Tensor Objective) SolveRows(Tensor large, Tensor smallBase, Tensor[] experts, List<double[]> candidates)
-    {
-        var (fwd, rev) = Targets(smallBase, experts);
-        var logP = large.log_softmax(-1);
-        var p = logP.exp();
-        var deltas = experts.Select(e => e - smallBase).ToArray();
-        long n = large.shape[0];
-        var best = full([n], double.PositiveInfinity, ScalarType.Float64);
-        var chosen = zeros([n, experts.Length], ScalarType.Float64);
-        foreach (var a in candidates)
+        public Terms(Tensor large, Tensor smallBase, Tensor[] experts)
         {
-            using var scope = NewDisposeScope();
-            var z = large.clone();
-            for (int t = 0; t < a.Length; t++)
-                if (a[t] != 0) z.add_(deltas[t], alpha: a[t]);
-            var loss = Loss(logP, p, z, fwd, rev);
-            var better = loss.lt(best);   // strict: the first candidate in search order keeps a tie
-            best.copy_(where(better, loss, best));
-            chosen.copy_(where(better.unsqueeze(1), tensor(a, ScalarType.Float64).unsqueeze(0), chosen));
+            this.large = large;
+            lseLarge = large.logsumexp(-1, keepdim: true);                                  // [n, 1]
+            deltas = stack(experts.Select(e => e - smallBase).ToArray(), 1);               // [n, E, V]
+            pDeltas = (deltas * (large - lseLarge).exp().unsqueeze(1)).sum(-1);            // [n, E]: sum_v p D_t
+            // KL(Q_t||Q) and KL(Q||Q_t) per expert, [n, E]: how far fine-tuning moved the small model, both ways.
+            var logQ = smallBase.log_softmax(-1);
+            var q = logQ.exp();
+            fwd = stack(experts.Select(e => { var lq = e.log_softmax(-1); return (lq.exp() * (lq - logQ)).sum(-1); }).ToArray(), 1);
+            rev = stack(experts.Select(e => (q * (logQ - e.log_softmax(-1))).sum(-1)).ToArray(), 1);
         }
-        return (chosen, best);
-    }
 
-    // KL(Q_t||Q) and KL(Q||Q_t) per expert, [E, N]: how far fine-tuning moved the small model, in both directions.
-    static (Tensor Forward, Tensor Reverse) Targets(Tensor smallBase, IReadOnlyList<Tensor> experts)
-    {
-        var logQ = smallBase.log_softmax(-1);
-        var q = logQ.exp();
-        var fwd = stack(experts.Select(e => { var lq = e.log_softmax(-1); return (lq.exp() * (lq - logQ)).sum(-1); }).ToArray());
-        var rev = stack(experts.Select(e => (q * (logQ - e.log_softmax(-1))).sum(-1)).ToArray());
-        return (fwd, rev);
-    }
-
-    static Tensor Fused(Tensor large, Tensor smallBase, IReadOnlyList<Tensor> experts, IReadOnlyList<double> weights)
-    {
-        var z = large.clone();
-        for (int t = 0; t < experts.Count; t++) z.add_(experts[t] - smallBase, alpha: weights[t]);
-        return z;
-    }
-
-    // sum_t (KL(P~||P) - KL(Q_t||Q))^2 + (KL(P||P~) - KL(Q||Q_t))^2 for the fused logits z.
-    static Tensor Loss(Tensor logP, Tensor p, Tensor z, Tensor fwd, Tensor rev)
-    {
-        var logFused = z.log_softmax(-1);
-        var klFusedLarge = (logFused.exp() * (logFused - logP)).sum(-1);
-        var klLargeFused = (p * (logP - logFused)).sum(-1);
-        return ((klFusedLarge.unsqueeze(0) - fwd).square() + (klLargeFused.unsqueeze(0) - rev).square()).sum(dim: 0);   // sum(0) would read 0 as ScalarType.Byte
+        /// <summary>The objective [n, c] of candidates [c, E].</summary>
+        public Tensor Loss(Tensor candidates)
+        {
+            var shift = matmul(candidates, deltas);                     // [n, c, V]: sum_t a_t D_t
+            var z = shift + large.unsqueeze(1);
+            var lse = z.logsumexp(-1);                                  // [n, c]
+            var klFusedLarge = ((z - lse.unsqueeze(-1)).exp() * shift).sum(-1) + lseLarge - lse;
+            var klLargeFused = lse - lseLarge - matmul(pDeltas, candidates.t());
+            var f = (klFusedLarge.unsqueeze(-1) - fwd.unsqueeze(1)).square();   // [n, c, E]
+            var r = (klLargeFused.unsqueeze(-1) - rev.unsqueeze(1)).square();
+            return (f + r).sum(-1);
+        }
     }
 }
