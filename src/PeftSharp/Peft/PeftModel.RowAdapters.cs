@@ -30,6 +30,18 @@ public sealed partial class PeftModel
         });
     }
 
+    /// <summary>
+    /// Whether <see cref="RowAdapters"/> would accept these rows now (inference mode, no scope open, adapters that mix
+    /// rows): composed decoders use it to run several views of one model as one batch, and run them apart otherwise.
+    /// </summary>
+    public bool CanRunRowAdapters(IReadOnlyList<string?> rowAdapters)
+    {
+        var layers = TunerLayers().Select(x => x.Layer).ToList();
+        if (rowAdapters.Count == 0 || Base.training || layers.Any(l => l.Book.RowAdapters is not null)) return false;
+        try { CheckRowAdapters(rowAdapters.OfType<string>().Distinct(), layers); return true; }
+        catch (Exception e) when (e is KeyNotFoundException or NotSupportedException or InvalidOperationException) { return false; }
+    }
+
     /// <summary>One forward of a mixed batch: <paramref name="rowAdapters"/> names each row's adapter (null: base).</summary>
     public Tensor Forward(ModelInputs inputs, IReadOnlyList<string?> rowAdapters)
     {

@@ -196,4 +196,23 @@ public class DynamicFusionTests
         Assert.Equal(3 * 11, new FusionGrid(0, 1, 0.1).Candidates(3).Count);
         Assert.Throws<ArgumentException>(() => new DynamicLogitFusion(Large, SmallBase, []));
     }
+
+    [Fact]
+    public void Views_of_one_small_model_run_as_one_batch_with_the_numbers_of_separate_runs()
+    {
+        using var scope = NewDisposeScope();
+        var ids = Ids();
+        var fusion = new DynamicLogitFusion(Large, SmallBase, [Expert("a"), Expert("b")]);
+        Assert.Equal(2, fusion.Forwards);   // the large model, then base + a + b as one batch of 3B rows
+        var batched = Logits(fusion, ids);
+        Experts.Base.train();   // rows cannot mix while training: each view runs alone
+        try
+        {
+            var apart = new DynamicLogitFusion(Large, SmallBase, [Expert("a"), Expert("b")]);
+            Assert.Equal(4, apart.Forwards);
+            Assert.True(MaxDiff(batched, Logits(apart, ids)) < 1e-4);
+        }
+        finally { Experts.Base.eval(); }
+        Assert.Equal(2, LogitMix.ProxyTuning(Large, Experts, SmallBase).Forwards);
+    }
 }

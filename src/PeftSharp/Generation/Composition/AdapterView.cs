@@ -22,6 +22,8 @@ public sealed class AdapterView : ILanguageModel
 
     public PeftModel Model { get; }
 
+    public string Adapter => adapter;
+
     public Device Device => Model.Device;
 
     public Tensor Forward(ModelInputs inputs)

@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 
 namespace PeftSharp.Generation.Composition;
 
-/// <summary>What every decoding-time ensemble checks of its members: one vocabulary, and one cache per member.</summary>
+/// <summary>What every decoding-time ensemble checks of its members: one vocabulary.</summary>
 internal static class Ensemble
 {
     /// <summary>Refuses members whose configs name another vocabulary size than <paramref name="large"/>'s; others are caught by <see cref="CheckShape"/>.</summary>
@@ -23,19 +23,6 @@ internal static class Ensemble
             throw new InvalidOperationException(
                 $"{role} gives scores [{string.Join(",", member.shape)}] but the large model [{string.Join(",", large.shape)}]: the models must share a vocabulary");
     }
-
-    /// <summary>The member caches of a composed cache, checked against the member count (null without a cache).</summary>
-    public static IReadOnlyList<KvCache>? Caches(ModelInputs inputs, int count, string maker)
-    {
-        var caches = inputs.Cache?.Members;
-        if (inputs.Cache is not null && caches!.Count != count)
-            throw new ArgumentException($"this cache has {caches.Count} member caches but the ensemble has {count} models: make it with {maker}.NewCache()");
-        return caches;
-    }
-
-    /// <summary>One member's logits as float32 on <paramref name="device"/>, run on its own cache.</summary>
-    public static Tensor Logits(ILanguageModel model, ModelInputs inputs, KvCache? cache, Device device) =>
-        model.Forward(inputs with { Cache = cache }).to(ScalarType.Float32, device);
 
     static int? VocabOf(ILanguageModel m) => m switch
     {

@@ -23,13 +23,15 @@ public sealed record ExpertDelta(ILanguageModel Tuned, ILanguageModel Untuned, d
 /// constant Σ β_i (lse(tuned_i) − lse(untuned_i)) + lse(large) only, so they give the same distribution after a
 /// log-softmax for every β; the scores themselves differ, which matters to what <c>logits</c> writes and to the
 /// repetition penalty (it scales scores by their sign), not to greedy, temperature, top-k or top-p decoding.
-/// Each member keeps its own KV cache inside a composed cache (<see cref="KvCache.Of"/>), so generation runs unchanged.
+/// Each run keeps its own KV cache inside a composed cache (<see cref="KvCache.Of"/>), so generation runs unchanged; a
+/// tuned model and its untuned self (an adapter on and off) run as one batch where the adapter allows (<see cref="MemberRuns"/>).
 /// </summary>
 public sealed class LogitMix : ILanguageModel
 {
     readonly ILanguageModel large;
     readonly ExpertDelta[] deltas;
     readonly MixSpace space;
+    readonly MemberRuns runs;
 
     public LogitMix(ILanguageModel large, IReadOnlyList<ExpertDelta> deltas, MixSpace space)
     {
@@ -40,6 +42,7 @@ public sealed class LogitMix : ILanguageModel
         this.deltas = [.. deltas];
         this.space = space;
         CheckVocabularies();
+        runs = new MemberRuns([.. deltas.SelectMany(d => new[] { d.Tuned, d.Untuned }).Prepend(large)]);
     }
 
     /// <summary>Proxy-tuning: the large model's logits plus β times the small tuned minus the small untuned model's.</summary>
@@ -49,25 +52,24 @@ public sealed class LogitMix : ILanguageModel
     /// <summary>EFT up-scaling: the large model's log-probabilities plus each delta's β-weighted log-ratio.</summary>
     public static LogitMix Eft(ILanguageModel large, params ExpertDelta[] deltas) => new(large, deltas, MixSpace.LogProbs);
 
-    /// <summary>The members in cache order: the large model, then each delta's tuned and untuned model.</summary>
-    IEnumerable<ILanguageModel> Members => deltas.SelectMany(d => new[] { d.Tuned, d.Untuned }).Prepend(large);
-
     public Device Device => large.Device;
 
-    public KvCache NewCache() => KvCache.Of([.. Members.Select(m => m.NewCache())]);
+    public KvCache NewCache() => runs.NewCache();
 
-    public bool CacheExpires(long cached, long total) => Members.Any(m => m.CacheExpires(cached, total));
+    public bool CacheExpires(long cached, long total) => runs.CacheExpires(cached, total);
+
+    /// <summary>How many forwards one step takes: a tuned/untuned pair of one adapted model runs as one batch.</summary>
+    public int Forwards => runs.Forwards;
 
     /// <summary>Combined scores [B, T, V] in float32 on the large model's device.</summary>
     public Tensor Forward(ModelInputs inputs)
     {
-        var caches = Ensemble.Caches(inputs, 1 + 2 * deltas.Length, nameof(LogitMix));
         using var scope = NewDisposeScope();
-        var scores = Score(large, inputs, caches?[0]);
+        var logits = runs.Logits(inputs, Device, nameof(LogitMix)).Select(Score).ToArray();   // large, then tuned/untuned per delta
+        var scores = logits[0];
         for (int i = 0; i < deltas.Length; i++)
         {
-            var tuned = Score(deltas[i].Tuned, inputs, caches?[1 + 2 * i]);
-            var untuned = Score(deltas[i].Untuned, inputs, caches?[2 + 2 * i]);
+            var (tuned, untuned) = (logits[1 + 2 * i], logits[2 + 2 * i]);
             Ensemble.CheckShape(scores, tuned, $"delta {i}'s tuned model");
             Ensemble.CheckShape(scores, untuned, $"delta {i}'s untuned model");
             scores = scores + deltas[i].Beta * (tuned - untuned);
@@ -75,11 +77,7 @@ public sealed class LogitMix : ILanguageModel
         return scores.MoveToOuterDisposeScope();
     }
 
-    Tensor Score(ILanguageModel model, ModelInputs inputs, KvCache? cache)
-    {
-        var logits = Ensemble.Logits(model, inputs, cache, Device);
-        return space == MixSpace.LogProbs ? logits.log_softmax(-1) : logits;
-    }
+    Tensor Score(Tensor logits) => space == MixSpace.LogProbs ? logits.log_softmax(-1) : logits;
 
     // Sizes known from the configs are checked up front; others are caught by the shape check on the first forward.
     void CheckVocabularies() => Ensemble.CheckVocabularies(large,
