@@ -82,6 +82,16 @@ public class DynamicFusionCliTests
     }
 
     [Fact]
+    public void Separate_tuned_experts_equal_to_the_small_base_get_no_weight()
+    {
+        using var scope = NewDisposeScope();
+        var got = RunLogits("--proxy-base", CliRun.TinyCode, "--proxy-tuned", CliRun.TinyCode, "--proxy-tuned", CliRun.TinyCode, "--dynamic-fusion");
+        Assert.Equal(0, got["fusion_weights"].abs().max().item<float>());
+        using var _ = no_grad();
+        Assert.Equal(0, MaxDiff(got["logits"], Large.Forward(ModelInputs.Ids(Ids))));
+    }
+
+    [Fact]
     public void Generate_reports_each_tokens_weights()
     {
         var r = CliRun.Run(["generate", "--model", CliRun.TinyCode, .. TwoExperts, "--dynamic-fusion", "--fusion-search", "joint", "--fusion-grid", "0:2:0.5",

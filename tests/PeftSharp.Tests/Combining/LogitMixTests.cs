@@ -95,24 +95,30 @@ public class LogitMixTests
     }
 
     [Fact]
-    public void Cached_generation_gives_the_tokens_of_full_recomputation()
+    public void Cached_generation_gives_the_tokens_of_full_recomputation() =>
+        AssertCachedGenerationRecomputes(LogitMix.ProxyTuning(Large, Small, new AdaptersOff(Small), beta: 1.5), Large);
+
+    /// <summary>
+    /// Greedy generation with the composed cache equals re-running the whole sequence at every step, and differs from
+    /// <paramref name="large"/> alone (so the small models' caches are exercised).
+    /// </summary>
+    internal static void AssertCachedGenerationRecomputes(ILanguageModel composed, ILanguageModel large, int steps = 10)
     {
-        var mix = LogitMix.ProxyTuning(Large, Small, new AdaptersOff(Small), beta: 1.5);
         int[][] prompts = [[0, 17, 230, 5, 99], [0, 41]];
-        var cached = TextGenerator.Generate(mix, prompts, new GenerationOptions { MaxNewTokens = 12, PadTokenId = 1 });
+        var options = new GenerationOptions { MaxNewTokens = steps, PadTokenId = 1 };
+        var cached = TextGenerator.Generate(composed, prompts, options);
         for (int i = 0; i < prompts.Length; i++)
         {
             var seq = prompts[i].ToList();
-            for (int step = 0; step < 12; step++)
+            for (int step = 0; step < steps; step++)
             {
                 using var scope = NewDisposeScope();
-                var scores = Logits(mix, tensor(seq.Select(x => (long)x).ToArray()).view(1, -1));
+                var scores = Logits(composed, tensor(seq.Select(x => (long)x).ToArray()).view(1, -1));
                 seq.Add((int)scores[0, -1].argmax().item<long>());
             }
             Assert.Equal(seq, cached[i]);
         }
-        // The correction changes what is decoded, so the comparison above exercises the small models' caches.
-        Assert.NotEqual(TextGenerator.Generate(Large, prompts, new GenerationOptions { MaxNewTokens = 12, PadTokenId = 1 }), cached);
+        Assert.NotEqual(TextGenerator.Generate(large, prompts, options), cached);
     }
 
     [Fact]
