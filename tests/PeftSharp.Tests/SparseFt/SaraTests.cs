@@ -87,4 +87,19 @@ public class SaraTests
         Assert.True(frozenTotal > 0, "three steps at this rate must push some entries past θ for the test to mean anything");
         Assert.True(movedTotal > 0, "the entries still under θ must train on");
     }
+
+    [Fact]
+    public void A_run_resumed_after_the_progressive_step_ends_where_the_straight_run_ends()
+    {
+        using var scope = NewDisposeScope();
+        var dir = IO.SafetensorsTests.TempDir();
+        var c = Config() with { Sara = new() { RankPenalty = 1e-3, ProgressiveSteps = 3 } };
+        var o = Options(10) with { LearningRate = 5e-2 };
+        var straight = Create(c);
+        Train(straight, o with { OutputDir = Path.Combine(dir, "straight"), SaveSteps = 6 });
+        var resumed = Create(c);
+        Train(resumed, o with { OutputDir = Path.Combine(dir, "resumed"), ResumeFromCheckpoint = Path.Combine(dir, "straight", "checkpoint-6") });
+        foreach (var (x, y) in SparseFtTuner.Targets(straight, "default").Zip(SparseFtTuner.Targets(resumed, "default")))
+            Assert.True(Numerics.Same(x.Delta.Values.detach(), y.Delta.Values.detach()), x.Path);
+    }
 }

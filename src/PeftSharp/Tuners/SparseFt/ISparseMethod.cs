@@ -53,6 +53,12 @@ public interface ISparseSchedule
     /// <summary>After a checkpoint is restored (values, optimizer state and supports): take up the state of <paramref name="step"/>.</summary>
     void Resumed(int step) { }
 
+    /// <summary>What a resumed run cannot recompute from the checkpoint's values (new tensors, owned by the caller).</summary>
+    Dictionary<string, Tensor> CheckpointState() => new();
+
+    /// <summary>Takes up <see cref="CheckpointState"/> (before <see cref="Resumed"/>); <paramref name="source"/> names the file.</summary>
+    void RestoreCheckpointState(IReadOnlyDictionary<string, Tensor> state, string source) { }
+
     /// <summary>A term added to the training loss, or null.</summary>
     Tensor? ExtraLoss() => null;
 

@@ -17,6 +17,11 @@ internal sealed class SparseFtHooks(string adapter, IReadOnlyList<SparseTarget> 
 
     public bool ChangesParameterSet => schedule.ChangesParameterSet;
 
+    public Dictionary<string, Tensor> CheckpointState(PeftModel model) => schedule.CheckpointState();
+
+    public void RestoreCheckpointState(PeftModel model, IReadOnlyDictionary<string, Tensor> state, string source) =>
+        schedule.RestoreCheckpointState(state, source);
+
     List<(Parameter, Tensor)> stale = new();
 
     public IEnumerable<(Parameter P, Tensor Entries)> StaleOptimizerEntries(PeftModel model)

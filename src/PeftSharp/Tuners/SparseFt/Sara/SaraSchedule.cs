@@ -5,8 +5,9 @@ namespace PeftSharp.Tuners.SparseFt.Sara;
 /// <summary>
 /// SaRA's nuclear-norm term and progressive adjustment. Entries leaving the mask keep their values (so the delta
 /// never leaves its support and stays within the budget); they are held fixed by writing their values back after
-/// each optimizer step, since one parameter cannot freeze part of itself. A resume after T_p recomputes the frozen
-/// set from the restored values, which can freeze a few entries that the straight run froze later or not at all.
+/// each optimizer step, since one parameter cannot freeze part of itself. Checkpoints after T_p carry the frozen slots,
+/// so a resumed run holds exactly the entries the straight run holds (their values are the restored ones, unchanged
+/// since T_p); only a checkpoint written without them has the set recomputed from its values.
 /// </summary>
 internal sealed class SaraSchedule : ISparseSchedule
 {
@@ -15,6 +16,7 @@ internal sealed class SaraSchedule : ISparseSchedule
     readonly int progressive;
     readonly Tensor[] thresholds;
     (Tensor Slots, Tensor Values)[]? frozen;
+    Tensor[]? restoredSlots;
     int taken;
 
     public SaraSchedule(IReadOnlyList<SparseTarget> targets, double lambda, int progressive)
@@ -61,7 +63,32 @@ internal sealed class SaraSchedule : ISparseSchedule
     public void Resumed(int step)
     {
         taken = step;
-        if (progressive > 0 && step >= progressive) Freeze();
+        if (progressive > 0 && step >= progressive)
+        {
+            if (restoredSlots is null) Freeze();
+            else using (no_grad())
+                frozen = targets.Select((t, i) => (restoredSlots[i], t.Delta.Values.detach().index_select(0, restoredSlots[i]).DetachFromDisposeScope())).ToArray();
+        }
+    }
+
+    const string Key = "sparse_ft.sara.frozen_slots.";
+
+    static string Name(SparseTarget t) => $"{Key}{t.Adapter}.{t.Path}";
+
+    public Dictionary<string, Tensor> CheckpointState() =>
+        frozen is null ? new() : targets.Select((t, i) => (Name(t), frozen[i].Slots)).ToDictionary(x => x.Item1, x => x.Slots.clone());
+
+    public void RestoreCheckpointState(IReadOnlyDictionary<string, Tensor> state, string source)
+    {
+        if (!state.Keys.Any(k => k.StartsWith(Key, StringComparison.Ordinal))) return;
+        restoredSlots = targets.Select(t =>
+        {
+            if (!state.TryGetValue(Name(t), out var slots))
+                throw new InvalidDataException($"{source}: no '{Name(t)}' (SaRA's frozen entries of that weight); was it written by another adapter configuration?");
+            if (slots.dim() != 1 || slots.dtype != ScalarType.Int64 || (slots.numel() > 0 && slots.max().item<long>() >= t.Delta.K))
+                throw new InvalidDataException($"{source}: '{Name(t)}' must be int64 slots below the weight's budget {t.Delta.K}");
+            return slots.to(t.Delta.Indices.device).clone().DetachFromDisposeScope();   // the caller owns the state
+        }).ToArray();
     }
 
     // M ∩ {|W + P| < θ}: slots whose entry reached θ leave the trained set with their values (kept for the whole run).
