@@ -117,6 +117,7 @@ internal static class AnalyzeCommand
         return id =>
         {
             var piece = (tok.IdToToken((int)id) ?? id.ToString()).Replace('\u0120', '_').Replace('\u2581', '_').Replace("\u010a", "\\n").Replace("\u0109", "\\t");
+            piece = System.Text.RegularExpressions.Regex.Replace(piece, "_{4,}", m => $"_x{m.Length}");   // indentation
             return piece.Length > 12 ? piece[..12] : piece;
         };
     }
