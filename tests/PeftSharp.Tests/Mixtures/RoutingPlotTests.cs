@@ -123,6 +123,37 @@ public sealed class RoutingPlotTests
     }
 
     [Fact]
+    public void Token_routers_on_records_with_tasks_get_the_whole_data_then_each_task_whose_counts_add_up()
+    {
+        var (adapter, _) = mixlora.Value;
+        var dir = IO.SafetensorsTests.TempDir();
+        var data = Path.Combine(dir, "tasks.jsonl");
+        var lines = DataReader.Read(Repo.Path("data", "first-run", "eval.jsonl")).Take(4)
+            .Select((r, i) => JsonSerializer.Serialize(new { text = ((string)r.Fields!["text"]!)[..(60 + 20 * i)], task_id = i % 2 == 0 ? 0 : 3 })).ToList();
+        File.WriteAllLines(data, lines);
+        var tally = RoutingAnalysis.Tally(CliRun.TinyCode, adapter, data);
+        // Task 3's tally is what its records alone give (each token's routing does not depend on its batch).
+        var only3 = Path.Combine(dir, "task3.jsonl");
+        File.WriteAllLines(only3, lines.Where((_, i) => i % 2 == 1));
+        var alone = RoutingAnalysis.Tally(CliRun.TinyCode, adapter, only3);
+        var panels = RoutingPlot.Panels(tally);
+        Assert.Equal(["all records", "task 0", "task 3"], panels.Select(p => p.Title.Split(':')[0]));
+        foreach (var (l, i) in tally.Layers.Select((l, i) => (l, i)))
+        {
+            Assert.Equal(l.Decisions, l.ByTask.Values.Sum(t => t.Decisions));
+            Assert.Equal(alone.Layers[i].Decisions, l.ByTask[3].Decisions);
+            for (int e = 0; e < 4; e++)
+            {
+                // The whole data's share is the tasks' shares weighted by their token counts.
+                Assert.Equal(l.PickShare[e], l.ByTask.Values.Sum(t => t.PickShare[e] * t.Decisions) / l.Decisions, 12);
+                Assert.Equal(l.ByTask[3].PickShare[e], panels[2].Values[i, e]);
+                Assert.Equal(alone.Layers[i].PickShare[e], l.ByTask[3].PickShare[e], 12);
+            }
+        }
+        Assert.NotEqual(tally.Layers[0].ByTask[0].PickShare, tally.Layers[0].ByTask[3].PickShare);
+    }
+
+    [Fact]
     public void Cli_writes_a_png_of_the_panels_size_and_the_json_by_task()
     {
         var (adapter, data) = poly.Value;
