@@ -84,7 +84,8 @@ internal static class AnalyzeCommand
             o.WriteLine(JsonSerializer.Serialize(reports.Select(x => new
             {
                 module = x.Module, experts = x.Experts, decisions = x.Decisions, pick_share = x.PickShare, mean_weight = x.MeanWeight,
-                mean_weight_by_task = x.ByTask.Count == 0 ? null : x.ByTask.ToDictionary(t => t.Key.ToString(), t => t.Value.MeanWeight),
+                by_task = x.ByTask.Count == 0 ? null : x.ByTask.ToDictionary(t => t.Key.ToString(),
+                    t => new { decisions = t.Value.Decisions, pick_share = t.Value.PickShare, mean_weight = t.Value.MeanWeight }),
             }), new JsonSerializerOptions { DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull }));
             return 0;
         }
@@ -98,7 +99,11 @@ internal static class AnalyzeCommand
                 o.WriteLine($"{$"  task {task}".PadRight(width)}  {t.Decisions,8}  " +
                     string.Join("  ", t.PickShare.Select((p, e) => $"{e}: {p * 100,5:F1}% ({t.MeanWeight[e]:F2})")));
         }
-        if (plotPath is not null) o.WriteLine($"plot written to {plotPath}");
+        if (plotPath is not null)
+        {
+            int tasks = reports.SelectMany(x => x.ByTask.Keys).Distinct().Count();
+            o.WriteLine($"plot written to {plotPath}" + (tasks > RoutingPlot.MaxTaskPanels ? $" (tasks: the first {RoutingPlot.MaxTaskPanels} of {tasks})" : ""));
+        }
         return 0;
     }
 

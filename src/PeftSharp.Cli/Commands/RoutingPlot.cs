@@ -16,7 +16,8 @@ internal sealed record TokenPanel(string[] Rows, string[] Tokens, int[,] Top1, i
 /// </summary>
 internal static class RoutingPlot
 {
-    const int MaxTaskPanels = 8, MaxTokens = 64;
+    public const int MaxTaskPanels = 8;
+    const int MaxTokens = 64;
     const int LabelWidth = 230, CellWidth = 64, BarWidth = 130, RowHeight = 26, TitleHeight = 80, TokenWidth = 16, TokenLabels = 90;
 
     /// <summary>The heatmaps <see cref="Save"/> draws, in order.</summary>

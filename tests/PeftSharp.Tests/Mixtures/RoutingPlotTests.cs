@@ -166,8 +166,9 @@ public sealed class RoutingPlotTests
         Assert.Equal((width, height), PngSize(File.ReadAllBytes(png)));
         Assert.Empty(Directory.GetFiles(Path.GetDirectoryName(png)!, "*.tmp.png"));
         var layers = JsonDocument.Parse(r.Out).RootElement.EnumerateArray().ToList();
-        var byTask = layers[0].GetProperty("mean_weight_by_task");
-        Assert.Equal(tally.Layers[0].ByTask[1].MeanWeight, byTask.GetProperty("1").EnumerateArray().Select(e => e.GetDouble()).ToArray());
+        var task1 = layers[0].GetProperty("by_task").GetProperty("1");
+        Assert.Equal(tally.Layers[0].ByTask[1].MeanWeight, task1.GetProperty("mean_weight").EnumerateArray().Select(e => e.GetDouble()).ToArray());
+        Assert.Equal(2, task1.GetProperty("decisions").GetInt64());                  // two records of task 1, one routing each
 
         (adapter, data) = mixlora.Value;
         r = CliRun.Run("analyze", "--model", CliRun.TinyCode, "--adapter", adapter, "--routing", data, "--plot", png);
