@@ -16,7 +16,7 @@ internal static class AnalyzeCommand
         var adapter = Options.Adapter();
         var tuned = new Option<string>("--tuned") { Description = "a fully fine-tuned model folder to compare with --model instead of an adapter" }.Help(value: "<dir>");
         var json = new Option<bool>("--json") { Description = "print one JSON object instead of a table" };
-        var plot = new Option<string>("--plot") { Description = "write a PNG of the singular spectra and intruders per matrix" }.Help(value: "<file.png>");
+        var plot = new Option<string>("--plot") { Description = "write a PNG of the singular spectra and intruders per matrix; with --routing, heatmaps of each routed layer's expert use" }.Help(value: "<file.png>");
         var topK = Options.WholeNumber("--top-k", "how many leading singular vectors of the tuned weight are checked for intruders")
             .Must(k => k >= 1, "must be at least 1").Help(defaultText: "10");
         var epsilon = Options.Number("--epsilon", "a tuned singular vector whose best |cosine| with the base ones is below this is an intruder")
@@ -32,7 +32,7 @@ internal static class AnalyzeCommand
         cmd.SetAction(r =>
         {
             if (tuco.Requested(r)) return tuco.Run(r, r.GetValue(model)!, r.GetValue(adapter), r.GetValue(tuned), r.GetValue(json));
-            if (r.GetValue(routing) is { } routingData) return Routing(r, r.GetValue(model)!, r.GetValue(adapter), routingData, r.GetValue(json));
+            if (r.GetValue(routing) is { } routingData) return Routing(r, r.GetValue(model)!, r.GetValue(adapter), routingData, r.GetValue(json), r.GetValue(plot));
             var modelDir = r.GetValue(model)!;
             var adapterDir = r.GetValue(adapter);
             var tunedDir = r.GetValue(tuned);
@@ -68,28 +68,63 @@ internal static class AnalyzeCommand
         return cmd;
     }
 
-    static int Routing(ParseResult r, string modelDir, string? adapterDir, string data, bool json)
+    static int Routing(ParseResult r, string modelDir, string? adapterDir, string data, bool json, string? plotPath)
     {
         if (adapterDir is null) throw new ArgumentException("--routing reports a routed adapter's usage: give --adapter DIR");
         foreach (var (option, path) in new[] { ("--model", modelDir), ("--adapter", adapterDir) })
             if (!Directory.Exists(path)) throw new DirectoryNotFoundException($"{option} {path}: no such folder");
         if (!File.Exists(data)) throw new FileNotFoundException($"--routing {data}: no such file", data);
-        var reports = RoutingAnalysis.Run(modelDir, adapterDir, data);
+        if (plotPath is not null) CheckPlotPath(plotPath);
+        var tally = RoutingAnalysis.Tally(modelDir, adapterDir, data);
+        var reports = tally.Layers;
+        if (plotPath is not null) RoutingPlot.Save(tally, TokenLabels(modelDir), plotPath);
         var o = r.InvocationConfiguration.Output;
         if (json)
         {
             o.WriteLine(JsonSerializer.Serialize(reports.Select(x => new
             {
                 module = x.Module, experts = x.Experts, decisions = x.Decisions, pick_share = x.PickShare, mean_weight = x.MeanWeight,
-            })));
+                by_task = x.ByTask.Count == 0 ? null : x.ByTask.ToDictionary(t => t.Key.ToString(),
+                    t => new { decisions = t.Value.Decisions, pick_share = t.Value.PickShare, mean_weight = t.Value.MeanWeight }),
+            }), new JsonSerializerOptions { DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull }));
             return 0;
         }
         int width = Math.Max(6, reports.Max(x => x.Module.Length));
         o.WriteLine($"{"module".PadRight(width)}  {"routings",8}  share of routings that picked each expert (mean weight)");
         foreach (var x in reports)
+        {
             o.WriteLine($"{x.Module.PadRight(width)}  {x.Decisions,8}  " +
                 string.Join("  ", x.PickShare.Select((p, e) => $"{e}: {p * 100,5:F1}% ({x.MeanWeight[e]:F2})")));
+            foreach (var (task, t) in x.ByTask)
+                o.WriteLine($"{$"  task {task}".PadRight(width)}  {t.Decisions,8}  " +
+                    string.Join("  ", t.PickShare.Select((p, e) => $"{e}: {p * 100,5:F1}% ({t.MeanWeight[e]:F2})")));
+        }
+        if (plotPath is not null)
+        {
+            int tasks = reports.SelectMany(x => x.ByTask.Keys).Distinct().Count();
+            o.WriteLine($"plot written to {plotPath}" + (tasks > RoutingPlot.MaxTaskPanels ? $" (tasks: the first {RoutingPlot.MaxTaskPanels} of {tasks})" : ""));
+        }
         return 0;
+    }
+
+    // An existing picture is replaced and a new folder created, but the picture may not be a folder nor lie under a file.
+    static void CheckPlotPath(string plotPath)
+    {
+        if (Directory.Exists(plotPath)) throw new ArgumentException($"--plot {plotPath} is a folder; give a file name such as routing.png");
+        if (!File.Exists(plotPath)) Options.CheckOutputFolder("--plot", plotPath);
+    }
+
+    // Token pieces as the tokenizer writes them, with byte-level BPE's space and newline marks made readable.
+    static Func<long, string> TokenLabels(string modelDir)
+    {
+        if (!File.Exists(Path.Combine(modelDir, "tokenizer.json"))) return id => id.ToString();
+        var tok = PeftSharp.Tokenization.HfTokenizer.Load(modelDir);
+        return id =>
+        {
+            var piece = (tok.IdToToken((int)id) ?? id.ToString()).Replace('\u0120', '_').Replace('\u2581', '_').Replace("\u010a", "\\n").Replace("\u0109", "\\t");
+            piece = System.Text.RegularExpressions.Regex.Replace(piece, "_{4,}", m => $"_x{m.Length}");   // indentation
+            return piece.Length > 12 ? piece[..12] : piece;
+        };
     }
 
     static void WriteTable(TextWriter o, List<LayerReport> reports)

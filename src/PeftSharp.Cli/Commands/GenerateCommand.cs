@@ -38,8 +38,9 @@ internal static class GenerateCommand
         var device = Options.Device();
         var tucoScale = Options.Number("--tuco-scale", "scale the adapter's fine-tuning component in every block (TuCo): 1 = the tuned model, 0 = the base, above 1 amplifies")
             .Must(v => v is double d && double.IsFinite(d), "must be a finite number").Help(value: "<s>");
+        var taskId = TaskRouting.Option();
         var cmd = new Command("generate", "Generate text with a model (and adapter)")
-            { model, adapter, rowAdapters, prompt, promptIds, promptsFile, maxNew, greedy, temperature, topP, topK, repetition, seed, json, chat, dtype, device, tucoScale };
+            { model, adapter, rowAdapters, prompt, promptIds, promptsFile, maxNew, greedy, temperature, topP, topK, repetition, seed, json, chat, dtype, device, tucoScale, taskId };
         var proxy = new ProxyOptions();
         proxy.AddTo(cmd);
         cmd.SetAction(r =>
@@ -96,6 +97,7 @@ internal static class GenerateCommand
             if (scale is not null && (proxied || rows is { Length: > 0 }))
                 throw new ArgumentException("--tuco-scale steers one adapted model: leave out --proxy-base and --row-adapters");
             var m = adapters.Load(modelDir, r.GetValue(dtype), Options.ParseDevice(r.GetValue(device)!));
+            using var tasks = TaskRouting.Use(m, r.GetValue(taskId), prompts.Count);
             if (scale is double sc)
                 m = new TuningScaled(m as PeftSharp.Peft.PeftModel
                     ?? throw new ArgumentException("--tuco-scale scales an adapter's contribution: give --adapter DIR"), sc);

@@ -18,7 +18,8 @@ internal static class LogitsCommand
         var output = new Option<string>("--out") { Description = "safetensors file to write 'logits' (float32 [batch, length, vocabulary]) to, and with --dynamic-fusion 'fusion_weights' ([batch, length, experts])", Required = true }.Help(value: "<file>");
         var dtype = Options.DType();
         var device = Options.Device();
-        var cmd = new Command("logits", "Run a model (and adapter) on input ids and write its logits") { model, adapter, rowAdapters, inputs, output, dtype, device };
+        var taskId = TaskRouting.Option();
+        var cmd = new Command("logits", "Run a model (and adapter) on input ids and write its logits") { model, adapter, rowAdapters, inputs, output, dtype, device, taskId };
         var proxy = new ProxyOptions();
         proxy.AddTo(cmd);
         cmd.SetAction(r =>
@@ -33,6 +34,7 @@ internal static class LogitsCommand
             var (ids, mask) = ReadInputs(file, config.VocabSize, modelDir);
             adapters.CheckRows((int)ids.shape[0], $"{r.GetValue(inputs)} (input_ids)");
             var m = adapters.Load(modelDir, r.GetValue(dtype), Options.ParseDevice(r.GetValue(device)!));
+            using var tasks = TaskRouting.Use(m, r.GetValue(taskId), (int)ids.shape[0]);
             var scorer = proxied ? proxy.Wrap(r, m, r.GetValue(dtype), m.Device) : m; // the combined scores, whose log-softmax is decoded
             using var _ = no_grad();
             var written = new Dictionary<string, Tensor>();
