@@ -44,7 +44,7 @@ internal static class AnalyzeCommand
             if (lambda is null && outDir is not null) throw new ArgumentException("--out is where --reduce-intruders writes; give --reduce-intruders LAMBDA too");
             if (outDir is not null) Options.CheckOutputFolder("--out", outDir);
             var plotPath = r.GetValue(plot);
-            if (plotPath is not null) Options.CheckOutputFolder("--plot", plotPath);
+            if (plotPath is not null) CheckPlotPath(plotPath);
             foreach (var (option, dir) in new[] { ("--model", modelDir), ("--adapter", adapterDir), ("--tuned", tunedDir) })
                 if (dir is not null && !Directory.Exists(dir)) throw new DirectoryNotFoundException($"{option} {dir}: no such folder");
 
@@ -110,7 +110,7 @@ internal static class AnalyzeCommand
     // An existing picture is replaced and a new folder created, but the picture may not be a folder nor lie under a file.
     static void CheckPlotPath(string plotPath)
     {
-        if (Directory.Exists(plotPath)) throw new ArgumentException($"--plot {plotPath} is a folder; give a file name such as routing.png");
+        if (Directory.Exists(plotPath)) throw new ArgumentException($"--plot {plotPath} is a folder; give a file name such as plot.png");
         if (!File.Exists(plotPath)) Options.CheckOutputFolder("--plot", plotPath);
     }
 

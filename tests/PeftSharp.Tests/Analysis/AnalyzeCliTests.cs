@@ -115,6 +115,8 @@ public sealed class AnalyzeCliTests
         Assert.Equal("model.layers.1.mlp.down_proj", layer.GetProperty("module").GetString());
         Assert.Equal(1, layer.GetProperty("intruders").GetInt32());           // a rank-1 change in a random direction
         Assert.Equal([0x89, (byte)'P', (byte)'N', (byte)'G'], File.ReadAllBytes(png)[..4]);
+        var again = CliRun.Run("analyze", "--model", CliRun.TinyCode, "--tuned", tuned, "--json", "--plot", png);
+        Assert.True(again.Code == 0, "a second run replaces the picture: " + again.Err);
     }
 
     [Fact]
