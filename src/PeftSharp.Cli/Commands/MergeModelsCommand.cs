@@ -21,7 +21,7 @@ internal static class MergeModelsCommand
         var noTokenizer = new Option<bool>("--no-copy-tokenizer") { Description = "do not copy tokenizer files into the output" };
         var adapterRank = Options.WholeNumber("--adapter-rank", "write a LoRA adapter of this rank instead of full weights (overrides adapter_output.r)")
             .Must(r => r >= 1, "must be at least 1");
-        var quiet = new Option<bool>("--quiet", "-q") { Description = "no progress bar" };
+        var quiet = new Option<bool>("--quiet", "-q") { Description = "no progress bar (atlas: no lines per step)" };
         var evalFile = new Option<string>("--eval-file")
         {
             Description = "greedy soup (merge_method: linear): add the models best first, each only if the held-out loss on this file does not rise; " +
