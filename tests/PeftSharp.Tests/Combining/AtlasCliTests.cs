@@ -120,6 +120,32 @@ public class AtlasCliTests(AtlasCliTests.Toy toy, ITestOutputHelper output) : IC
     }
 
     [Fact]
+    public void Reading_the_inputs_per_tensor_learns_exactly_what_holding_the_task_vectors_learns()
+    {
+        Assert.True(toy.Learned.Code == 0, toy.Learned.Err);
+        var fromCli = ReadFrom(Path.Combine(toy.Dir, "learned"));
+        using var scope = NewDisposeScope();
+        var data = HeldOutLoss.Read(toy.TrainFile, null, padId: 0);
+        var o = new AtlasOptions(Steps: 40, LearningRate: 0.05, BatchSize: 16, Initial: 0.3);
+        // the library's call by folders takes the same path as the command line
+        var byFolders = PeftSharp.Merging.Atlas.Run(Path.Combine(toy.Dir, "base"), [Path.Combine(toy.Dir, "good"), Path.Combine(toy.Dir, "bad")],
+            data, o, Path.Combine(dir, "library"));
+        // and the task vectors held in memory, as LearnInPlace takes them
+        var b = Merging.TinyModels.Read(Path.Combine(toy.Dir, "base"));
+        var taus = new[] { "good", "bad" }.Select(m => (IReadOnlyDictionary<string, Tensor>)Merging.TinyModels.Read(Path.Combine(toy.Dir, m))
+            .ToDictionary(kv => kv.Key, kv => kv.Value - b[kv.Key])).ToList();
+        using var model = TinyLlama.Load(b);
+        var held = PeftSharp.Merging.Atlas.LearnInPlace(model, taus, data, o);
+        Assert.Equal(fromCli.Losses, held.Losses);
+        Assert.Equal(fromCli.Losses, byFolders.Losses);
+        foreach (var (name, l) in fromCli.Lambdas)
+        {
+            Assert.Equal(l, held.Coefficients[name]);
+            Assert.Equal(l, byFolders.Coefficients[name]);
+        }
+    }
+
+    [Fact]
     public void Yaml_parameters_reach_the_options_and_the_command_line_overrides_them()
     {
         var yaml = Yaml("steps: 3, learning_rate: 0.02, batch_size: 4, init_lambda: 0.5, seed: 7");
