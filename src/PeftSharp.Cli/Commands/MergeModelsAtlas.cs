@@ -39,6 +39,7 @@ internal sealed class MergeModelsAtlas
             ?? throw new ArgumentException("merge_method: atlas learns its coefficients from data: give --train-file <file> (records in any format train reads)");
         if (!File.Exists(trainFile)) throw new FileNotFoundException($"--train-file {trainFile}: no such file (atlas's training data)", trainFile);
         if (evalFile is not null && !File.Exists(evalFile)) throw new FileNotFoundException($"--eval-file {evalFile}: no such file (atlas's held-out data)", evalFile);
+        Atlas.Check(merge);
         var o = Atlas.OptionsOf(merge);
         o = o with
         {

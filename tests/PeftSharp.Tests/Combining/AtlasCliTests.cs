@@ -222,6 +222,9 @@ public class AtlasCliTests(AtlasCliTests.Toy toy, ITestOutputHelper output) : IC
         Atlas(Yaml("lr: 0.1"), "x").AssertError("'lr'", "learning_rate");
         Atlas(Yaml(""), "x", "--steps", "0").AssertError("--steps", "at least 1");
         Atlas(Yaml("", "[{model: good, parameters: {weight: 2}}]"), "x").AssertError("weight");
+        var noBase = Path.Combine(toy.Dir, "no-base.yaml");
+        File.WriteAllText(noBase, "merge_method: atlas\nmodels: [good, bad]\n");
+        Atlas(noBase, "x").AssertError("atlas", "base_model");
 
         var odd = TinyLlama.Weights(seed: 9);
         odd["model.layers.1.mlp.up_proj.weight"] = randn(25, 16);

@@ -32,13 +32,8 @@ public static partial class Atlas
         MergeOptions? options = null, Action<int, double>? progress = null, Func<ILanguageModel, double>? heldOut = null)
     {
         options ??= new MergeOptions();
+        var method = Check(config);
         o = Checked(o ?? OptionsOf(config));
-        var method = MergeMethods.Get(config.MergeMethod);
-        if (method.Kind != MergeKind.Atlas) throw new MergeException($"Atlas.Run learns merge_method 'atlas', not '{config.MergeMethod}'");
-        if (config.Slices is not null) throw new MergeException("merge_method 'atlas' composes whole models: list them under models:, not slices:");
-        if (config.Lines is not null) throw new MergeException("lines (LiNeS) does not apply to atlas, which learns each tensor's scale itself: remove lines");
-        if (config.AdapterOutput is not null) throw new MergeException("adapter_output is not supported with merge_method 'atlas' yet: remove it to write the composed model");
-        new MergeParameters(config, method).Check();
 
         AtlasResult learned;
         List<MergeInput> tasks;
@@ -72,6 +67,20 @@ public static partial class Atlas
         });
         return new AtlasRunResult(learned, names, o, merge with { Warnings = warnings.Concat(merge.Warnings).Distinct().ToList() },
             heldOutLoss);
+    }
+
+    /// <summary>What can be refused in the config alone, before any data or model is read; Run checks it too.</summary>
+    public static MergeMethod Check(MergeConfig config)
+    {
+        var method = MergeMethods.Get(config.MergeMethod);
+        if (method.Kind != MergeKind.Atlas) throw new MergeException($"Atlas.Run learns merge_method 'atlas', not '{config.MergeMethod}'");
+        if (config.Slices is not null) throw new MergeException("merge_method 'atlas' composes whole models: list them under models:, not slices:");
+        if (config.BaseModel is null) throw new MergeException("merge_method 'atlas' needs base_model: the model the task vectors are taken against and trained through");
+        if (config.Lines is not null) throw new MergeException("lines (LiNeS) does not apply to atlas, which learns each tensor's scale itself: remove lines");
+        if (config.AdapterOutput is not null) throw new MergeException("adapter_output is not supported with merge_method 'atlas' yet: remove it to write the composed model");
+        new MergeParameters(config, method).Check();
+        OptionsOf(config);
+        return method;
     }
 
     /// <summary>
