@@ -194,6 +194,21 @@ public class AtlasCliTests(AtlasCliTests.Toy toy, ITestOutputHelper output) : IC
             Assert.True(Numerics.MaxAbsDiff(expected, written.Load(n)) < 1e-6, n);
         }
         Assert.Contains(c.Lambdas.Values, l => Math.Abs(l[0]) > 0.05);
+
+        // as a LoRA adapter (adapter_output, here from --adapter-rank): lambda_b delta_b has the adapter's rank, so rank 8 keeps it whole
+        r = CliRun.Run("merge-models", "--config", yaml, "--out", Path.Combine(dir, "lora-out"), "--train-file", data, "--adapter-rank", "8", "-q");
+        Assert.True(r.Code == 0, r.Err);
+        var asAdapter = Read("lora-out");
+        Assert.Equal(c.Lambdas.Keys.Order(), asAdapter.Lambdas.Keys.Order());
+        using var adapterOut = AdapterDelta.Open(Path.Combine(dir, "lora-out"));
+        Assert.Equal(targeted, adapterOut.Targets.Order());
+        foreach (var n in targeted)
+        {
+            using var scope = NewDisposeScope();
+            var baseWeight = b.Load(n);
+            var expected = asAdapter.Lambdas[n][0] * (merged.Load(n) - baseWeight);
+            Assert.True(Numerics.MaxAbsDiff(expected, adapterOut.Delta(n, baseWeight)!) < 1e-5, n);
+        }
     }
 
     [Fact]

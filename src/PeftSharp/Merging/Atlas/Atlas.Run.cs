@@ -23,7 +23,8 @@ public static partial class Atlas
     /// <paramref name="data"/>; the composed model is written as merge-models writes any merge (config, tokenizer,
     /// safetensors in a staged folder moved in when complete) with <see cref="CoefficientsFile"/> beside it.
     /// Memory holds the model being trained and its gradients; base weights and task vectors are read from the inputs
-    /// one tensor at a time, each step.
+    /// one tensor at a time, each step. With <c>adapter_output</c> the composed change is written as a LoRA adapter instead
+    /// (each targeted weight's <c>sum_t lambda_{t,b} tau_{t,b}</c>, truncated by SVD to rank r).
     /// </summary>
     /// <param name="o">the options; null: those of the config's <c>parameters:</c> (<see cref="OptionsOf"/>).</param>
     /// <param name="progress">told of each step's training loss (step numbers from 1).</param>
@@ -77,7 +78,6 @@ public static partial class Atlas
         if (config.Slices is not null) throw new MergeException("merge_method 'atlas' composes whole models: list them under models:, not slices:");
         if (config.BaseModel is null) throw new MergeException("merge_method 'atlas' needs base_model: the model the task vectors are taken against and trained through");
         if (config.Lines is not null) throw new MergeException("lines (LiNeS) does not apply to atlas, which learns each tensor's scale itself: remove lines");
-        if (config.AdapterOutput is not null) throw new MergeException("adapter_output is not supported with merge_method 'atlas' yet: remove it to write the composed model");
         new MergeParameters(config, method).Check();
         OptionsOf(config);
         return method;
