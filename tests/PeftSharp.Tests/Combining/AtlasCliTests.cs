@@ -195,11 +195,14 @@ public class AtlasCliTests(AtlasCliTests.Toy toy, ITestOutputHelper output) : IC
         }
         Assert.Contains(c.Lambdas.Values, l => Math.Abs(l[0]) > 0.05);
 
-        // as a LoRA adapter (adapter_output, here from --adapter-rank): lambda_b delta_b has the adapter's rank, so rank 8 keeps it whole
+        // written as mergekit's model+lora, and as a LoRA adapter (adapter_output, here from --adapter-rank): lambda_b delta_b
+        // has the adapter's rank, so rank 8 keeps it whole
+        File.WriteAllText(yaml, $"merge_method: atlas\nbase_model: {baseModel}\nparameters: {{steps: 3, learning_rate: 0.1}}\nmodels: [{baseModel}+{adapter}]\n");
         r = CliRun.Run("merge-models", "--config", yaml, "--out", Path.Combine(dir, "lora-out"), "--train-file", data, "--adapter-rank", "8", "-q");
         Assert.True(r.Code == 0, r.Err);
         var asAdapter = Read("lora-out");
         Assert.Equal(c.Lambdas.Keys.Order(), asAdapter.Lambdas.Keys.Order());
+        Assert.Equal(c.Losses, asAdapter.Losses);
         using var adapterOut = AdapterDelta.Open(Path.Combine(dir, "lora-out"));
         Assert.Equal(targeted, adapterOut.Targets.Order());
         foreach (var n in targeted)
