@@ -14,6 +14,7 @@ var benchmarks = new Dictionary<string, Func<string[], int>>
     ["methods"] = MethodTable.Run,
     ["optims"] = TrainBenchmarks.Optims,
     ["merge"] = MergeBenchmark.Run,
+    ["atlas"] = AtlasBenchmark.Run,
     ["gpu-train"] = GpuTrainBenchmark.Run,
     ["tokenize"] = TokenizeBenchmark.Run,
     ["row-adapters"] = RowAdapterBenchmark.Run,
@@ -22,6 +23,7 @@ var benchmarks = new Dictionary<string, Func<string[], int>>
     [SparseBenchmark.ChildVerb] = SparseBenchmark.RunOne,
     [TrainBenchmarks.ChildVerb] = TrainBenchmarks.RunOne,
     [MergeBenchmark.ChildVerb] = MergeBenchmark.RunOne,
+    [AtlasBenchmark.ChildVerb] = AtlasBenchmark.RunOne,
     [MethodTable.ChildVerb] = MethodTable.RunOne,
 };
 if (args.Length == 0 || !benchmarks.TryGetValue(args[0], out var run))

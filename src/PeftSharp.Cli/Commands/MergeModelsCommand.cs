@@ -17,19 +17,22 @@ internal static class MergeModelsCommand
         var allowCrimes = new Option<bool>("--allow-crimes") { Description = "merge models whose config.json names different architectures" };
         var allowMissing = new Option<bool>("--allow-missing") { Description = "merge a tensor missing from some models from those that have it" };
         var shardSize = Options.MaxShardSize();
-        var seed = Options.Seed("seed for DARE's random pruning").Alias("--random-seed").Help(defaultText: "0");
+        var seed = Options.Seed("seed for DARE's random pruning; atlas: of the batch order (default: parameters.seed, else 42)").Alias("--random-seed").Help(defaultText: "0");
         var noTokenizer = new Option<bool>("--no-copy-tokenizer") { Description = "do not copy tokenizer files into the output" };
         var adapterRank = Options.WholeNumber("--adapter-rank", "write a LoRA adapter of this rank instead of full weights (overrides adapter_output.r)")
             .Must(r => r >= 1, "must be at least 1");
-        var quiet = new Option<bool>("--quiet", "-q") { Description = "no progress bar" };
+        var quiet = new Option<bool>("--quiet", "-q") { Description = "no progress bar (atlas: no lines per step)" };
         var evalFile = new Option<string>("--eval-file")
         {
-            Description = "greedy soup (merge_method: linear): add the models best first, each only if the held-out loss on this file does not rise",
+            Description = "greedy soup (merge_method: linear): add the models best first, each only if the held-out loss on this file does not rise; " +
+                "atlas: report the held-out loss before and after",
         }.Help(value: "<file>");
 
+        var atlas = new MergeModelsAtlas();
         var command = new Command("merge-models", $"Merge models and LoRA adapters as mergekit does (merge_method: {string.Join(", ", PeftSharp.Merging.MergeMethods.Names)}; LiNeS)")
         {
             config, output, allowCrimes, allowMissing, shardSize, seed, noTokenizer, adapterRank, quiet, evalFile,
+            atlas.TrainFile, atlas.Steps, atlas.LearningRate, atlas.MaxLength,
         };
         command.SetAction(parse =>
         {
@@ -47,6 +50,9 @@ internal static class MergeModelsCommand
                 RandomSeed = parse.GetValue(seed) ?? 0,
                 CopyTokenizer = !parse.GetValue(noTokenizer),
             };
+            if (merge.MergeMethod == "atlas")
+                return atlas.Run(parse, merge, outDir, options, parse.GetValue(seed), parse.GetValue(evalFile), parse.GetValue(quiet));
+            atlas.RefuseFor(parse, merge.MergeMethod);
             if (parse.GetValue(evalFile) is { } held)
                 return File.Exists(held) ? GreedySoupRun(merge, held, outDir, options, stdout)
                     : throw new FileNotFoundException($"--eval-file {held}: no such file (the held-out data of the greedy soup)");

@@ -74,13 +74,16 @@ public sealed class ParameterSetting
     readonly double[]? gradient;
     readonly string[]? choices;
     readonly (string? Filter, ParameterSetting Value)[]? conditions;
+    readonly IReadOnlyDictionary<string, double>? byTensor;
 
-    ParameterSetting(object? scalar, double[]? gradient, string[]? choices, (string?, ParameterSetting)[]? conditions)
+    ParameterSetting(object? scalar, double[]? gradient, string[]? choices, (string?, ParameterSetting)[]? conditions,
+        IReadOnlyDictionary<string, double>? byTensor = null)
     {
         this.scalar = scalar;
         this.gradient = gradient;
         this.choices = choices;
         this.conditions = conditions;
+        this.byTensor = byTensor;
     }
 
     public static ParameterSetting Of(double value) => new(value, null, null, null);
@@ -92,6 +95,9 @@ public sealed class ParameterSetting
         values.Length > 0 ? new(null, null, values, null) : throw new ArgumentException("a list of choices needs at least one value");
     public static ParameterSetting Conditional(params (string? Filter, ParameterSetting Value)[] conditions) => new(null, null, null, conditions);
 
+    /// <summary>A value per tensor, by exact name (no YAML form: aTLAS writes its learned coefficients so); other tensors fall through.</summary>
+    public static ParameterSetting PerTensor(IReadOnlyDictionary<string, double> values) => new(null, null, null, null, values);
+
     /// <summary>
     /// The value for a tensor at relative depth <paramref name="depth"/> in [0, 1] (see <see cref="LayerDepth"/>),
     /// or null when no filter matches (the lookup then falls through to the next level).
@@ -99,6 +105,7 @@ public sealed class ParameterSetting
     public object? Evaluate(string tensorName, double depth)
     {
         if (scalar is not null) return scalar;
+        if (byTensor is not null) return byTensor.TryGetValue(tensorName, out var v) ? (object)v : null;
         if (gradient is not null)
         {
             // mergekit: position depth * (n - 1) between neighbouring entries.
@@ -115,7 +122,7 @@ public sealed class ParameterSetting
     }
 
     public override string ToString() =>
-        scalar?.ToString() ?? (gradient is not null ? $"[{string.Join(", ", gradient)}]"
+        scalar?.ToString() ?? (byTensor is not null ? $"{{{byTensor.Count} tensors}}" : gradient is not null ? $"[{string.Join(", ", gradient)}]"
             : choices is not null ? $"[{string.Join(", ", choices)}]"
             : $"[{string.Join(", ", conditions!.Select(c => $"{{filter: {c.Filter ?? "*"}, value: {c.Value}}}"))}]");
 }

@@ -25,6 +25,8 @@ public enum MergeKind
     Pcb,
     /// <summary>One model's tensors as they are (optionally scaled): with <c>slices:</c>, layer stacking.</summary>
     Passthrough,
+    /// <summary>aTLAS: one coefficient per tensor per task vector, learned on data by <c>Atlas.Run</c> before the tensors are written.</summary>
+    Atlas,
 }
 
 /// <summary>How task vectors are sparsified before they are combined.</summary>
@@ -83,6 +85,8 @@ public static class MergeMethods
         new("karcher", MergeKind.Karcher, [new("max_iter", 10.0), new("tol", 1e-5)], [], NeedsBase: false),
         new("pcb", MergeKind.Pcb, [new("pcb_ratio", 0.1)], [Weight]),   // not in mergekit: the authors' PCB_merge
         new("passthrough", MergeKind.Passthrough, [], [new("scale")], NeedsBase: false),
+        // not in mergekit: learned from --train-file; unset values take AtlasOptions' defaults
+        new("atlas", MergeKind.Atlas, [new("steps"), new("learning_rate"), new("batch_size"), new("init_lambda"), new("seed")], []),
     ];
 
     /// <summary>

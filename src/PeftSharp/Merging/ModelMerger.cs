@@ -24,6 +24,9 @@ public sealed record MergeOptions
 
     /// <summary>Called before each tensor is merged.</summary>
     public Action<MergeProgress>? Progress { get; init; }
+
+    /// <summary>Writes more files into the staged output folder before it is published (aTLAS's atlas_coefficients.json).</summary>
+    public Action<string>? BeforePublish { get; init; }
 }
 
 /// <summary>Progress over tensors: <paramref name="Done"/> of <paramref name="Total"/> finished, the next being <paramref name="Tensor"/>.</summary>
@@ -42,6 +45,8 @@ public static class ModelMerger
         options ??= new MergeOptions();
         if (config.Slices is not null) return LayerStack.Run(config, outputFolder, options);
         var method = MergeMethods.Get(config.MergeMethod);
+        if (method.Kind == MergeKind.Atlas)
+            throw new MergeException("merge_method 'atlas' learns its coefficients from data: give it --train-file (Atlas.Run in the library)");
         var parameters = new MergeParameters(config, method);
         parameters.Check();
         using var inputs = MergeInputs.Open(config);
@@ -66,6 +71,7 @@ public static class ModelMerger
                 MergeOutput.CopyConfig(reference.ConfigJson, stage, DTypeName(outType));
                 if (options.CopyTokenizer) MergeOutput.CopyTokenizer(TokenizerFolder(config, inputs, reference), stage);
             }
+            options.BeforePublish?.Invoke(stage);
             MergeOutput.Publish(stage, outputFolder);
             return new MergeResult(outputFolder, tensors, bytes, warnings);
         }

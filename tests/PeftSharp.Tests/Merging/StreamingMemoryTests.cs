@@ -104,9 +104,13 @@ public class StreamingMemoryTests(StreamingMemoryTests.Inputs inputs, StreamingM
         return 3 * specs.Sum(s => s.ByteLength);
     }
 
-    static (int ExitCode, string Log, long PeakAnon) RunCli(string workDir, params string[] args)
+    internal static (int ExitCode, string Log, long PeakAnon) RunCli(string workDir, params string[] args) => RunCli(workDir, null, args);
+
+    /// <param name="environment">variables set for the child (e.g. OMP_NUM_THREADS), on top of this process's.</param>
+    internal static (int ExitCode, string Log, long PeakAnon) RunCli(string workDir, IReadOnlyDictionary<string, string>? environment, params string[] args)
     {
         var psi = new ProcessStartInfo("dotnet") { WorkingDirectory = workDir, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var (k, v) in environment ?? new Dictionary<string, string>()) psi.Environment[k] = v;
         psi.ArgumentList.Add(CliDll());
         foreach (var a in args) psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;

@@ -1,13 +1,11 @@
-using System.Text.Json;
 using PeftSharp.Data;
-using PeftSharp.IO;
 using PeftSharp.Models;
 using PeftSharp.Training;
 using static TorchSharp.torch;
 
 namespace PeftSharp.Merging;
 
-/// <summary>How aTLAS learns its coefficients.</summary>
+/// <summary>How aTLAS learns its coefficients (YAML <c>parameters:</c> steps, learning_rate, batch_size, init_lambda, seed).</summary>
 /// <param name="Initial">every coefficient's starting value (0: start from the base model).</param>
 public sealed record AtlasOptions(int Steps = 100, double LearningRate = 0.01, int BatchSize = 8, double Initial = 0, long Seed = 42);
 
@@ -22,7 +20,7 @@ public sealed record AtlasResult(IReadOnlyDictionary<string, double[]> Coefficie
 /// weight it scales, <c>dL/dlambda_{t,b} = &lt;dL/dW_b, tau_{t,b}&gt;</c>, so each step is one ordinary backward pass
 /// of the model at the current weights.
 /// </summary>
-public static class Atlas
+public static partial class Atlas
 {
     /// <summary>
     /// Learns the coefficients and leaves <paramref name="model"/> holding the composed weights (it must hold the base
@@ -31,31 +29,8 @@ public static class Atlas
     public static AtlasResult LearnInPlace(PretrainedModel model, IReadOnlyList<IReadOnlyDictionary<string, Tensor>> taskVectors,
         BatchSource data, AtlasOptions o, Func<Batch, Tensor>? loss = null)
     {
-        loss ??= b => Objectives.CausalLM(model, b);
-        var blocks = Blocks(model, taskVectors);
-        var lambdas = blocks.ToDictionary(b => b.Name, _ => Enumerable.Repeat(o.Initial, taskVectors.Count).ToArray());
-        var adam = blocks.ToDictionary(b => b.Name, _ => (M: new double[taskVectors.Count], V: new double[taskVectors.Count]));
-        var losses = new List<double>();
-        model.train(false);   // the coefficients train, the model is only differentiated: no dropout
-        try
-        {
-            foreach (var (_, p, _) in blocks) p.requires_grad_(true);
-            int perEpoch = data.MicroBatchesPerEpoch(o.BatchSize);
-            for (int step = 0; step < o.Steps; step++)
-            {
-                var order = data.EpochOrder(step / perEpoch, o.Seed, shuffle: true);
-                using var batchScope = NewDisposeScope();
-                var gradients = Gradients(model, blocks, lambdas, data.MicroBatch(order, step % perEpoch, o.BatchSize), loss, out double l);
-                losses.Add(l);
-                foreach (var (name, g) in gradients) AdamStep(lambdas[name], g, adam[name], step + 1, o.LearningRate);
-            }
-            Compose(blocks, lambdas);
-        }
-        finally
-        {
-            foreach (var (_, p, _) in blocks) { p.requires_grad_(false); ClearGrad(p); }
-        }
-        return new AtlasResult(lambdas, losses);
+        using var terms = new HeldTerms(model, taskVectors);
+        return Learn(model, terms, data, o, loss ?? (b => Objectives.CausalLM(model, b)), progress: null);
     }
 
     /// <summary>
@@ -65,87 +40,97 @@ public static class Atlas
     public static Dictionary<string, double[]> Gradients(PretrainedModel model, IReadOnlyList<IReadOnlyDictionary<string, Tensor>> taskVectors,
         IReadOnlyDictionary<string, double[]> lambdas, Batch batch, Func<Batch, Tensor> loss, out double value)
     {
-        var blocks = Blocks(model, taskVectors);
-        foreach (var (_, p, _) in blocks) p.requires_grad_(true);
-        try { return Gradients(model, blocks, lambdas, batch, loss, out value); }
+        using var terms = new HeldTerms(model, taskVectors);
+        foreach (var b in terms.Blocks) b.Parameter.requires_grad_(true);
+        try
+        {
+            foreach (var b in terms.Blocks) Compose(terms, b, lambdas[b.Name]);
+            value = Backward(terms.Blocks, batch, loss);
+            var gradients = new Dictionary<string, double[]>();
+            foreach (var b in terms.Blocks)
+            {
+                using var scope = NewDisposeScope();
+                var baseWeight = terms.Base(b);
+                gradients[b.Name] = Dots(b, Taus(terms, b, baseWeight));
+            }
+            return gradients;
+        }
         finally
         {
             using var _ = no_grad();
-            foreach (var (_, p, (baseWeight, _)) in blocks) { p.requires_grad_(false); ClearGrad(p); p.copy_(baseWeight); }
+            foreach (var b in terms.Blocks) { b.Parameter.requires_grad_(false); ClearGrad(b.Parameter); b.Parameter.copy_(terms.Base(b)); }
         }
     }
 
-    /// <summary>Learns from <paramref name="taskModels"/> against <paramref name="baseModel"/> and writes the composed model and atlas_coefficients.json.</summary>
-    public static AtlasResult Run(string baseModel, IReadOnlyList<string> taskModels, BatchSource data, AtlasOptions o, string outputFolder)
+    /// <summary>
+    /// The training loop. Each step is one backward pass at the current weights, then one pass over the blocks that
+    /// reads each block's terms once: the coefficients' gradients, their Adam step, and the block's next weight. So the
+    /// terms may come from disk one tensor at a time (<see cref="StreamedTerms"/>).
+    /// </summary>
+    static AtlasResult Learn(PretrainedModel model, IAtlasTerms terms, BatchSource data, AtlasOptions o, Func<Batch, Tensor> loss,
+        Action<int, double>? progress)
     {
-        var model = AutoModel.Load(baseModel);
-        var taskVectors = taskModels.Select(folder =>
+        var blocks = terms.Blocks;
+        var lambdas = blocks.ToDictionary(b => b.Name, _ => Enumerable.Repeat(o.Initial, terms.Tasks).ToArray());
+        var adam = blocks.ToDictionary(b => b.Name, _ => (M: new double[terms.Tasks], V: new double[terms.Tasks]));
+        var losses = new List<double>();
+        model.train(false);   // the coefficients train, the model is only differentiated: no dropout
+        try
         {
-            using var ckpt = Checkpoint.Open(folder);
-            var tv = new Dictionary<string, Tensor>();
-            foreach (var (name, p) in model.named_parameters())
-                if (ckpt.Names.Contains(name) && p.is_floating_point())
-                    tv[name] = ckpt.Load(name).to(p.dtype).sub_(p.detach());
-            return (IReadOnlyDictionary<string, Tensor>)tv;
-        }).ToList();
-        var result = LearnInPlace(model, taskVectors, data, o);
-        ModelSaving.SavePretrained(model, baseModel, outputFolder);
-        var json = JsonSerializer.Serialize(new
-        {
-            task_models = taskModels,
-            coefficients = result.Coefficients,
-            losses = result.Losses,
-        }, new JsonSerializerOptions { WriteIndented = true });
-        File.WriteAllText(Path.Combine(outputFolder, "atlas_coefficients.json"), json);
-        return result;
-    }
-
-    // Each block: its name, the model's parameter, the base weight and its task vectors (tau_t, or null where t leaves it).
-    sealed record Block(string Name, TorchSharp.Modules.Parameter Parameter, (Tensor Base, Tensor?[] Taus) Terms)
-    {
-        public void Deconstruct(out string name, out TorchSharp.Modules.Parameter p, out (Tensor Base, Tensor?[] Taus) terms) =>
-            (name, p, terms) = (Name, Parameter, Terms);
-    }
-
-    static List<Block> Blocks(PretrainedModel model, IReadOnlyList<IReadOnlyDictionary<string, Tensor>> taskVectors)
-    {
-        var blocks = new List<Block>();
-        foreach (var (name, p) in model.named_parameters())
-        {
-            var taus = taskVectors.Select(tv => tv.TryGetValue(name, out var t) ? t : null).ToArray();
-            if (taus.All(t => t is null)) { p.requires_grad_(false); continue; }
-            foreach (var t in taus)
-                if (t is not null && !t.shape.SequenceEqual(p.shape))
-                    throw new ArgumentException($"task vector of '{name}' has shape [{string.Join(",", t.shape)}] but the model's is [{string.Join(",", p.shape)}]");
-            blocks.Add(new Block(name, p, (p.detach().clone(), taus)));
-        }
-        return blocks;
-    }
-
-    static Dictionary<string, double[]> Gradients(PretrainedModel model, List<Block> blocks, IReadOnlyDictionary<string, double[]> lambdas,
-        Batch batch, Func<Batch, Tensor> loss, out double value)
-    {
-        Compose(blocks, lambdas);
-        foreach (var (_, p, _) in blocks) ClearGrad(p);
-        using (var scope = NewDisposeScope())
-        {
-            var l = loss(batch);
-            using (var v = l.to(ScalarType.Float64)) value = v.item<double>();
-            l.backward();
-        }
-        var gradients = new Dictionary<string, double[]>();
-        foreach (var (name, p, (_, taus)) in blocks)
-        {
-            using var grad = p.grad!.to(ScalarType.Float64);
-            gradients[name] = taus.Select(t =>
+            foreach (var b in blocks) b.Parameter.requires_grad_(true);
+            foreach (var b in blocks) Compose(terms, b, lambdas[b.Name]);
+            int perEpoch = data.MicroBatchesPerEpoch(o.BatchSize);
+            for (int step = 0; step < o.Steps; step++)
             {
-                if (t is null) return 0.0;
-                using var tau = t.to(ScalarType.Float64);
-                using var dot = grad.mul(tau).sum();
-                return dot.item<double>();
-            }).ToArray();
+                var order = data.EpochOrder(step / perEpoch, o.Seed, shuffle: true);
+                using (var batchScope = NewDisposeScope())
+                    losses.Add(Backward(blocks, data.MicroBatch(order, step % perEpoch, o.BatchSize), loss));
+                progress?.Invoke(step + 1, losses[^1]);
+                foreach (var b in blocks)
+                {
+                    using var scope = NewDisposeScope();
+                    var baseWeight = terms.Base(b);
+                    var taus = Taus(terms, b, baseWeight);
+                    var g = Dots(b, taus);
+                    ClearGrad(b.Parameter);
+                    AdamStep(lambdas[b.Name], g, adam[b.Name], step + 1, o.LearningRate);
+                    Compose(b, baseWeight, taus, lambdas[b.Name]);
+                }
+            }
         }
-        return gradients;
+        finally
+        {
+            foreach (var b in blocks) { b.Parameter.requires_grad_(false); ClearGrad(b.Parameter); }
+        }
+        return new AtlasResult(lambdas, losses);
+    }
+
+    // The loss of one batch at the model's current weights, and its gradients in the blocks' parameters.
+    static double Backward(IReadOnlyList<AtlasBlock> blocks, Batch batch, Func<Batch, Tensor> loss)
+    {
+        foreach (var b in blocks) ClearGrad(b.Parameter);
+        using var scope = NewDisposeScope();
+        var l = loss(batch);
+        double value;
+        using (var v = l.to(ScalarType.Float64)) value = v.item<double>();
+        l.backward();
+        return value;
+    }
+
+    static Tensor?[] Taus(IAtlasTerms terms, AtlasBlock b, Tensor baseWeight) =>
+        Enumerable.Range(0, terms.Tasks).Select(t => b.Changed[t] ? terms.Tau(b, t, baseWeight) : null).ToArray();
+
+    // dL/dlambda_{t,b} = <dL/dW_b, tau_{t,b}>, summed in doubles.
+    static double[] Dots(AtlasBlock b, Tensor?[] taus)
+    {
+        using var grad = b.Parameter.grad!.to(ScalarType.Float64);
+        return taus.Select(t =>
+        {
+            if (t is null) return 0.0;
+            using var tau = t.to(ScalarType.Float64);
+            using var dot = grad.mul(tau).sum();
+            return dot.item<double>();
+        }).ToArray();
     }
 
     // as zero_grad(set_to_none=True); each read of .grad is a new handle, disposed here
@@ -157,16 +142,20 @@ public static class Atlas
         p.grad = null;
     }
 
-    // W_b = base_b + sum_t lambda_{t,b} tau_{t,b}, written into the model's parameters.
-    static void Compose(List<Block> blocks, IReadOnlyDictionary<string, double[]> lambdas)
+    static void Compose(IAtlasTerms terms, AtlasBlock b, double[] lambdas)
+    {
+        using var scope = NewDisposeScope();
+        var baseWeight = terms.Base(b);
+        Compose(b, baseWeight, Taus(terms, b, baseWeight), lambdas);
+    }
+
+    // W_b = base_b + sum_t lambda_{t,b} tau_{t,b}, written into the model's parameter.
+    static void Compose(AtlasBlock b, Tensor baseWeight, Tensor?[] taus, double[] lambdas)
     {
         using var _ = no_grad();
-        foreach (var (name, p, (baseWeight, taus)) in blocks)
-        {
-            p.copy_(baseWeight);
-            for (int t = 0; t < taus.Length; t++)
-                if (taus[t] is { } tau) p.add_(tau, alpha: lambdas[name][t]);
-        }
+        b.Parameter.copy_(baseWeight);
+        for (int t = 0; t < taus.Length; t++)
+            if (taus[t] is { } tau) b.Parameter.add_(tau, alpha: lambdas[t]);
     }
 
     // Adam (Kingma and Ba) on one block's coefficients, in doubles: beta1 0.9, beta2 0.999, eps 1e-8.

@@ -23,11 +23,18 @@ public sealed class HeldOutLoss
     {
         File = file;
         this.batchSize = batchSize;
+        data = Read(file, tokenizerFolder, padId, maxLength);
+    }
+
+    /// <summary>Every record of <paramref name="file"/>, tokenised as <see cref="HeldOutLoss"/> does (also aTLAS's training data).</summary>
+    /// <param name="vocabSize">when given, token ids at or past it are refused with the record's line.</param>
+    public static BatchSource Read(string file, string? tokenizerFolder, int padId, int maxLength = 512, int? vocabSize = null)
+    {
         var tokenizer = tokenizerFolder is not null && System.IO.File.Exists(Path.Combine(tokenizerFolder, "tokenizer.json"))
             ? FineTune.TokenizerFunctionsFor(HfTokenizer.Load(tokenizerFolder), "causal_lm")
-            : TokenizerFunctions.None(padId, "no tokenizer.json in the models: the held-out file must hold input_ids records");
-        // every record is held-out data here: nothing is split off
-        data = TrainingDataset.Load(new DataOptions { TrainPath = file, EvalRatio = 0, MaxLength = maxLength }, tokenizer).Train;
+            : TokenizerFunctions.None(padId, $"no tokenizer.json in the models: {Path.GetFileName(file)} must hold input_ids records");
+        // nothing is split off
+        return TrainingDataset.Load(new DataOptions { TrainPath = file, EvalRatio = 0, MaxLength = maxLength, VocabSize = vocabSize }, tokenizer).Train;
     }
 
     /// <summary>The mean loss over every labelled held-out token of the model in <paramref name="modelFolder"/>.</summary>
