@@ -74,7 +74,8 @@ public sealed record FusionGrid(double Min = 0, double Max = 2, double Step = 0.
 /// With <c>z = M_L + sum_t a_t D_t</c> (<c>D_t = M_t - M_S</c>) both KLs need one log-sum-exp of z and one weighted sum:
 /// <c>KL(P~||P) = sum_v p~ (z - M_L) + lse(M_L) - lse(z)</c> and <c>KL(P||P~) = lse(z) - lse(M_L) - sum_t a_t sum_v p D_t</c>,
 /// the last sum fixed per position. So all candidates of a chunk are scored at once (one [positions, candidates, V]
-/// product), in float64, in chunks small enough that a long prompt or a large vocabulary stays within tens of MB.
+/// product), in float64 on the logits' device, in chunks small enough that a long prompt or a large vocabulary stays
+/// within tens of MB; the weights and objective come back on the CPU.
 /// </remarks>
 public static class FusionWeights
 {
@@ -108,21 +109,22 @@ public static class FusionWeights
         {
             using var scope = NewDisposeScope();
             long n = Math.Min(positions, rows - start);
-            Tensor Rows(Tensor t) => t.reshape(rows, vocab).narrow(0, start, n).to(ScalarType.Float64, CPU);
+            Tensor Rows(Tensor t) => t.reshape(rows, vocab).narrow(0, start, n).to(ScalarType.Float64);   // on the logits' device
             var terms = new Terms(Rows(large), Rows(smallBase), [.. experts.Select(Rows)]);
-            var best = full([n], double.PositiveInfinity, ScalarType.Float64);
-            var chosen = zeros([n], ScalarType.Int64);
+            var onDevice = all.to(large.device);
+            var best = full([n], double.PositiveInfinity, ScalarType.Float64, large.device);
+            var chosen = zeros([n], ScalarType.Int64, large.device);
             for (long c0 = 0; c0 < candidates.Count; c0 += perBlock)
             {
                 using var block = NewDisposeScope();
-                var loss = terms.Loss(all.narrow(0, c0, Math.Min(perBlock, candidates.Count - c0)));   // [n, c]
+                var loss = terms.Loss(onDevice.narrow(0, c0, Math.Min(perBlock, candidates.Count - c0)));   // [n, c]
                 var (min, at) = loss.min(1);
                 var better = min.lt(best);   // strict: an earlier block keeps a tie, as argmin keeps the first within one
                 best.copy_(where(better, min, best));
                 chosen.copy_(where(better, at + c0, chosen));
             }
-            weights.narrow(0, start, n).copy_(all.index_select(0, chosen));
-            objective.narrow(0, start, n).copy_(best);
+            weights.narrow(0, start, n).copy_(all.index_select(0, chosen.cpu()));
+            objective.narrow(0, start, n).copy_(best.cpu());
         }
         return (weights.reshape([.. lead, experts.Count]), objective.reshape(lead));
     }
@@ -149,9 +151,12 @@ public static class FusionWeights
         public Tensor Loss(Tensor candidates)
         {
             var shift = matmul(candidates, deltas);                     // [n, c, V]: sum_t a_t D_t
-            var z = shift + large.unsqueeze(1);
-            var lse = z.logsumexp(-1);                                  // [n, c]
-            var klFusedLarge = ((z - lse.unsqueeze(-1)).exp() * shift).sum(-1) + lseLarge - lse;
+            var e = shift + large.unsqueeze(1);                         // z, then exp(z - max z) in place
+            var max = e.amax([-1], keepdim: true);
+            e.sub_(max).exp_();
+            var sum = e.sum(-1);
+            var lse = max.squeeze(-1) + sum.log();                      // [n, c]
+            var klFusedLarge = matmul(e.unsqueeze(-2), shift.unsqueeze(-1)).squeeze(-1).squeeze(-1) / sum + lseLarge - lse;
             var klLargeFused = lse - lseLarge - matmul(pDeltas, candidates.t());
             var f = (klFusedLarge.unsqueeze(-1) - fwd.unsqueeze(1)).square();   // [n, c, E]
             var r = (klLargeFused.unsqueeze(-1) - rev.unsqueeze(1)).square();
