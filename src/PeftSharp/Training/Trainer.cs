@@ -41,6 +41,8 @@ public sealed record TrainableModel(IReadOnlyList<(string Name, Parameter P)> Pa
     public Func<IEnumerable<(Parameter P, Tensor Entries)>>? StaleOptimizerEntries { get; init; }
     /// <summary>Called once a checkpoint folder is restored, with its step: for method state that is not a parameter (sparse supports).</summary>
     public Action<string, int>? RestoredFrom { get; init; }
+    /// <summary>A method's own optimizer (SpIEL's), asked before the trainer picks one; null or a null result: the trainer's.</summary>
+    public Func<TrainingOptions, IOptimizer?>? NewOptimizer { get; init; }
 }
 
 /// <summary>Optional plumbing for a run: where progress goes, cancellation, Ctrl+C handling, a per-step hook.</summary>
@@ -278,6 +280,7 @@ public static class Trainer
 
     static IOptimizer NewOptimizer(TrainingOptions o, TrainableModel model)
     {
+        if (model.NewOptimizer?.Invoke(o) is { } own) return own;
         if (o.Optim is "loraplus" or "lorafa" or "lorapro") return LowRankOptimizers.Create(o, model);
         bool fused = o.Optim == "adamw_torch_fused" || (o.Optim == "auto" && model.FixedParameterSet);
         if (fused && !model.FixedParameterSet)
