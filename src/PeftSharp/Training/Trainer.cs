@@ -43,6 +43,8 @@ public sealed record TrainableModel(IReadOnlyList<(string Name, Parameter P)> Pa
     public Action<string, int>? RestoredFrom { get; init; }
     /// <summary>A method's own optimizer (SpIEL's), asked before the trainer picks one; null or a null result: the trainer's.</summary>
     public Func<TrainingOptions, IOptimizer?>? NewOptimizer { get; init; }
+    /// <summary>Called after each micro-batch's backward, before the next one adds to the gradients (SpIEL samples each).</summary>
+    public Action? AfterBackward { get; init; }
 }
 
 /// <summary>Optional plumbing for a run: where progress goes, cancellation, Ctrl+C handling, a per-step hook.</summary>
@@ -307,6 +309,7 @@ public static class Trainer
             var batch = train.MicroBatch(order, firstMicro + k, batchSize);
             var microLoss = model.ComputeLoss(batch);
             (microLoss / micro).backward();
+            model.AfterBackward?.Invoke();
             var part = microLoss.detach().to(ScalarType.Float64) / micro;
             lossSum = (lossSum is null ? part : lossSum + part).MoveToOuterDisposeScope();
             tokens += batch.Tokens;

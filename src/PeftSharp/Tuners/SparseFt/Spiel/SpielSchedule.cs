@@ -18,7 +18,8 @@ namespace PeftSharp.Tuners.SparseFt.Spiel;
 /// <item>a grown entry's moments are seeded with SftAdamW: m = mean(g)·(1 − β1^a), v = mean(g²)·(1 − β2^a), age a = the
 /// window's gradients (so bias correction makes them the unbiased means); the sums are then dropped.</item>
 /// </list>
-/// One gradient per optimizer step: with gradient accumulation their hook samples each micro-batch instead.
+/// Like their gradient hook, the probe is read after every micro-batch's backward: with gradient accumulation G the
+/// samples are micro-batches and the seeded age is samples / G.
 /// </summary>
 internal sealed class SpielSchedule : ISparseSchedule
 {
@@ -27,6 +28,7 @@ internal sealed class SpielSchedule : ISparseSchedule
     readonly double rate;
     readonly GrowthCandidates?[] candidates;
     SftAdamW? optimizer;
+    int accumulation = 1;
 
     public SpielSchedule(IReadOnlyList<SparseTarget> targets, SparseFtConfig c)
     {
@@ -49,15 +51,18 @@ internal sealed class SpielSchedule : ISparseSchedule
     {
         if (o.Optim != "auto") return null;   // an explicit optimizer: moved slots get zeroed moments instead of seeds
         if (o.Amsgrad) throw new ArgumentException("option amsgrad: SpIEL's optimizer (the authors' SftAdamW) has none; use --optim adamw_torch for amsgrad with zeroed moments at regrowth");
+        accumulation = o.GradientAccumulationSteps;
         return optimizer = new SftAdamW(parameters, o.AdamBeta1, o.AdamBeta2, o.AdamEpsilon, o.WeightDecay);
     }
 
     /// <summary>Uses <paramref name="o"/> for the seeds (a caller that steps the optimizer itself, as tests do).</summary>
     internal void UseOptimizer(SftAdamW o) => optimizer = o;
 
+    public void AfterBackward() => Gather();
+
     public void AfterOptimizerStep(int step)
     {
-        if (Probing(step)) Gather();
+        Gather();   // a caller that does not report each backward: the step's gradient is one sample
         if (Reselects(step))
         {
             Reselect(RateAt(step));
@@ -78,6 +83,7 @@ internal sealed class SpielSchedule : ISparseSchedule
             if (grad is null) continue;
             if (candidates[i] is { } c) c.Add(grad);
             else candidates[i] = GrowthCandidates.First(grad, d.K);
+            probe.grad = null;   // the next backward starts a new sample
         }
     }
 
@@ -111,7 +117,7 @@ internal sealed class SpielSchedule : ISparseSchedule
         if (optimizer is { } o)
         {
             // Unbiased means of g and g² over the window, biased back by the age so that Adam's correction undoes it.
-            var age = full_like(inSum, (double)c.Samples);
+            var age = full_like(inSum, (double)c.Samples) / accumulation;
             o.Seed(d.Values, changing, inSum / c.Samples * SftAdamW.Correction(o.Beta1, age), inSq / c.Samples * SftAdamW.Correction(o.Beta2, age), age);
         }
         else d.ChangedSlots.Add(changing.DetachFromDisposeScope());
