@@ -128,6 +128,18 @@ public class SpielTests
         Assert.True(grown > 0);
     }
 
+    [Fact]
+    public void Resuming_another_optimizers_state_with_the_authors_optimizer_is_refused_with_what_to_do()
+    {
+        using var scope = NewDisposeScope();
+        var model = Methods.Trainable(Create(Config("spiel") with { ReselectionSteps = 4, Spiel = new() { SelectionAccumulationSteps = 1 } }), "causal_lm");
+        var path = Path.Combine(IO.SafetensorsTests.TempDir(), "optimizer.safetensors");
+        using (var adam = new PeftSharp.Training.AdamW(model.Parameters)) adam.Save(path);
+        using var sft = Assert.IsType<SftAdamW>(model.NewOptimizer!(new TrainingOptions()));
+        var e = Assert.Throws<InvalidDataException>(() => sft.Load(path));
+        Assert.Contains("optimizer state saved by 'adamw', but SpIEL with --optim auto trains with its authors' SftAdamW ('sft_adamw'); resume with --optim adamw_torch", e.Message);
+    }
+
     static Tensor Longs(JsonElement a) => tensor(a.EnumerateArray().Select(x => x.GetInt64()).ToArray());
     static Tensor Floats(JsonElement a) => tensor(a.EnumerateArray().Select(x => (float)x.GetDouble()).ToArray());
 }

@@ -119,7 +119,9 @@ internal sealed class SftAdamW(IReadOnlyList<(string Name, Parameter P)> paramet
     public void Load(string path)
     {
         using var file = SafetensorsFile.Open(path);
-        Training.AdamW.CheckSameKind(file, Name, amsgrad: false);
+        if (file.Metadata.TryGetValue("optimizer", out var saved) && saved != Name)
+            throw new InvalidDataException($"{path}: optimizer state saved by '{saved}', but SpIEL with --optim auto trains with its authors' " +
+                $"SftAdamW ('{Name}'); resume with --optim adamw_torch, or start afresh");
         var byName = parameters.ToDictionary(p => p.Name, p => p.P);
         foreach (var s in state.Values) Dispose(s);
         state.Clear();
