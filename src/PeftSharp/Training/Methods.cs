@@ -75,6 +75,8 @@ public static class Methods
             FixedParameterSet = plain.FixedParameterSet && !hooks.Any(h => h.ChangesParameterSet),
             StaleOptimizerEntries = () => hooks.SelectMany(h => h.StaleOptimizerEntries(model)).ToList(),
             RestoredFrom = (checkpoint, step) => { foreach (var h in hooks) h.Resumed(model, checkpoint, step); },
+            NewOptimizer = o => hooks.Select(h => h.Optimizer(o, plain.Parameters)).FirstOrDefault(x => x is not null),
+            AfterBackward = () => { foreach (var h in hooks) h.AfterBackward(model); },
             // Extra terms shape training only: held-out loss stays the plain loss.
             ComputeLoss = b => model.Base.training ? hooks.Aggregate(plain.ComputeLoss(b), (loss, h) => loss + h.ExtraLoss(model)) : plain.ComputeLoss(b),
             AfterOptimizerStep = step =>

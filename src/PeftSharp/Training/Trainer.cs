@@ -41,6 +41,10 @@ public sealed record TrainableModel(IReadOnlyList<(string Name, Parameter P)> Pa
     public Func<IEnumerable<(Parameter P, Tensor Entries)>>? StaleOptimizerEntries { get; init; }
     /// <summary>Called once a checkpoint folder is restored, with its step: for method state that is not a parameter (sparse supports).</summary>
     public Action<string, int>? RestoredFrom { get; init; }
+    /// <summary>A method's own optimizer (SpIEL's), asked before the trainer picks one; null or a null result: the trainer's.</summary>
+    public Func<TrainingOptions, IOptimizer?>? NewOptimizer { get; init; }
+    /// <summary>Called after each micro-batch's backward, before the next one adds to the gradients (SpIEL samples each).</summary>
+    public Action? AfterBackward { get; init; }
 }
 
 /// <summary>Optional plumbing for a run: where progress goes, cancellation, Ctrl+C handling, a per-step hook.</summary>
@@ -278,6 +282,7 @@ public static class Trainer
 
     static IOptimizer NewOptimizer(TrainingOptions o, TrainableModel model)
     {
+        if (model.NewOptimizer?.Invoke(o) is { } own) return own;
         if (o.Optim is "loraplus" or "lorafa" or "lorapro") return LowRankOptimizers.Create(o, model);
         bool fused = o.Optim == "adamw_torch_fused" || (o.Optim == "auto" && model.FixedParameterSet);
         if (fused && !model.FixedParameterSet)
@@ -304,6 +309,7 @@ public static class Trainer
             var batch = train.MicroBatch(order, firstMicro + k, batchSize);
             var microLoss = model.ComputeLoss(batch);
             (microLoss / micro).backward();
+            model.AfterBackward?.Invoke();
             var part = microLoss.detach().to(ScalarType.Float64) / micro;
             lossSum = (lossSum is null ? part : lossSum + part).MoveToOuterDisposeScope();
             tokens += batch.Tokens;

@@ -81,4 +81,10 @@ public interface ITrainingHooks
 
     /// <summary>After a checkpoint in folder <paramref name="checkpoint"/> is restored, at <paramref name="step"/>: restore what is not a parameter.</summary>
     void Resumed(PeftModel model, string checkpoint, int step) { }
+
+    /// <summary>After each micro-batch's backward (gradients of that micro-batch added in).</summary>
+    void AfterBackward(PeftModel model) { }
+
+    /// <summary>The method's own optimizer for the run (SpIEL's per-entry AdamW), or null for the trainer's choice.</summary>
+    Training.IOptimizer? Optimizer(Training.TrainingOptions options, IReadOnlyList<(string Name, Parameter P)> parameters) => null;
 }

@@ -28,7 +28,7 @@ public class SparseFtDefinitionTests
     public void After_training_only_the_budget_of_entries_differs_from_the_base(string method)
     {
         using var scope = NewDisposeScope();
-        var c = Config(method) with { ReselectionSteps = 3, TotalSteps = 8, Spiel = new() { SelectionAccumulationSteps = 2, InitialReselectionRate = 0.5 },
+        var c = Config(method) with { ReselectionSteps = 3, TotalSteps = 8, Spiel = new() { SelectionAccumulationSteps = 1, InitialReselectionRate = 0.5 },
             LtSft = new() { Phase1Steps = 4 }, Lift = new() { Rank = 2 } };
         var pm = Create(c);
         var before = pm.Base.named_parameters().ToDictionary(p => p.name, p => p.parameter.detach().clone());
@@ -98,57 +98,6 @@ public class SparseFtDefinitionTests
     }
 
     [Fact]
-    public void Spiel_regrowth_replaces_the_least_moved_entries_by_the_largest_gradients_and_keeps_the_size()
-    {
-        using var scope = NewDisposeScope();
-        var c = Config("spiel") with { ReselectionSteps = 3, TotalSteps = 10, Spiel = new() { SelectionAccumulationSteps = 2, InitialReselectionRate = 0.5 } };
-        var pm = Create(c);
-        var stepper = new Stepper(pm);
-        var targets = SparseFtTuner.Targets(pm, "default");
-        var initial = targets.Select(t => Set(t.Delta.Indices)).ToList();
-        List<(Tensor Indices, Tensor Values, Tensor Grad)> atRegrowth = [];
-        for (int s = 1; s <= 3; s++)
-        {
-            // The probe is on during steps 2 and 3 only (the accumulation window before the regrowth after step 3).
-            Assert.Equal(s >= 2, targets[0].Delta.Probe is not null);
-            stepper.Step(step => { if (step == 3) atRegrowth = targets.Select(t => (t.Delta.Indices.clone(), t.Delta.Values.detach().clone(), t.Delta.Probe!.grad!.clone())).ToList(); });
-        }
-        Assert.All(targets, t => Assert.Null(t.Delta.Probe));
-        long moved = 0;
-        for (int i = 0; i < targets.Count; i++)
-        {
-            var d = targets[i].Delta;
-            var (oldIdx, oldVal, grad) = atRegrowth[i];
-            Assert.Equal(initial[i], Set(oldIdx));   // nothing moved before the first regrowth
-            var now = Set(d.Indices);
-            Assert.Equal(d.K, now.Count);
-            var n = (long)Math.Floor(d.K * 0.5 * (1 - 3.0 / 10));
-            var dropped = Set(oldIdx).Except(now).ToHashSet();
-            var grown = now.Except(Set(oldIdx)).ToList();
-            Assert.Equal(dropped.Count, grown.Count);
-            Assert.InRange(dropped.Count, 1, n);
-            moved += dropped.Count;
-            // dropped: among the n smallest |delta|; grown: not smaller in |accumulated gradient| than any inactive entry left out.
-            var oldList = oldIdx.data<long>().ToArray();
-            var absVal = oldVal.abs().data<float>().ToArray();
-            var threshold = absVal.Order().ElementAt((int)n - 1);
-            Assert.All(dropped, idx => Assert.True(absVal[Array.IndexOf(oldList, idx)] <= threshold));
-            var g = grad.flatten().abs();
-            var weakestGrown = grown.Min(idx => g[idx].item<float>());
-            var leftOut = ones(d.Numel, dtype: ScalarType.Bool).index_fill_(0, d.Indices, false).index_fill_(0, oldIdx, false);
-            Assert.True(g.masked_select(leftOut).max().item<float>() <= weakestGrown, "a stronger gradient was left out");
-            // New entries start from the base: value 0.
-            var newSlots = Enumerable.Range(0, (int)d.K).Where(k => grown.Contains(d.Indices[k].item<long>())).ToArray();
-            Assert.All(newSlots, k => Assert.Equal(0f, d.Values[k].item<float>()));
-            // Their optimizer state was zeroed with them.
-            var name = stepper.Parameters.First(p => p.P.Handle == d.Values.Handle).Name;
-            var state = stepper.Optimizer.StateDict()[name + ".exp_avg"];
-            Assert.All(newSlots, k => Assert.Equal(0f, state[k].item<float>()));
-        }
-        Assert.True(moved > 0);
-    }
-
-    [Fact]
     public void Lt_sft_phase2_trains_exactly_the_top_k_of_phase1s_change_from_the_base()
     {
         using var scope = NewDisposeScope();
@@ -210,11 +159,12 @@ public class SparseFtDefinitionTests
     {
         using var scope = NewDisposeScope();
         var dir = IO.SafetensorsTests.TempDir();
-        var c = Config("spiel") with { ReselectionSteps = 4, TotalSteps = 10, Spiel = new() { SelectionAccumulationSteps = 1, InitialReselectionRate = 0.5 } };
+        // SftAdamW (optim auto); the checkpoint after step 5 falls inside the window 4..6 whose sums the regrowth after 6 reads.
+        var c = Config("spiel") with { ReselectionSteps = 4, TotalSteps = 10, Spiel = new() { SelectionAccumulationSteps = 2, InitialReselectionRate = 0.5 } };
         var straight = Create(c);
-        Train(straight, Options(10, Path.Combine(dir, "straight")) with { SaveSteps = 6 });
+        Train(straight, Options(10, Path.Combine(dir, "straight")) with { SaveSteps = 5, Optim = "auto" });
         var resumed = Create(c);
-        Train(resumed, Options(10, Path.Combine(dir, "resumed")) with { ResumeFromCheckpoint = Path.Combine(dir, "straight", "checkpoint-6") });
+        Train(resumed, Options(10, Path.Combine(dir, "resumed")) with { Optim = "auto", ResumeFromCheckpoint = Path.Combine(dir, "straight", "checkpoint-5") });
         var a = SparseFtTuner.Targets(straight, "default");
         var b = SparseFtTuner.Targets(resumed, "default");
         var initial = SparseFtTuner.Targets(Create(c), "default");

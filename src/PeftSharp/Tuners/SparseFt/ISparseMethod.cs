@@ -64,4 +64,10 @@ public interface ISparseSchedule
 
     /// <summary>True when the schedule freezes parameters as it goes (the fused optimizer needs a fixed set).</summary>
     bool ChangesParameterSet => false;
+
+    /// <summary>After each micro-batch's backward.</summary>
+    void AfterBackward() { }
+
+    /// <summary>The method's own optimizer for the run, or null for the trainer's (see <see cref="ITrainingHooks.Optimizer"/>).</summary>
+    Training.IOptimizer? Optimizer(Training.TrainingOptions options, IReadOnlyList<(string Name, TorchSharp.Modules.Parameter P)> parameters) => null;
 }

@@ -41,9 +41,9 @@ public sealed record SparseFtConfig : LayerTunerConfig
 /// <summary>SpIEL's regrowth (Ansell et al. 2024); see <see cref="Spiel.SpielMethod"/>.</summary>
 public sealed record SpielSettings
 {
-    /// <summary>Steps before each regrowth over which the gradients of all entries are summed (SpIEL-AG).</summary>
+    /// <summary>s: the gradients of all entries are gathered over steps 1..s, then jk..jk+s, and the support is re-chosen after each window (1 ≤ s ≤ k − 2).</summary>
     public int SelectionAccumulationSteps { get; init; } = 5;
-    /// <summary>Share of the active entries replaced at the first regrowth; it decays linearly to 0 over the run.</summary>
+    /// <summary>p₀: share of the active entries that may be replaced after step t, p₀(1 − t/T); the first reselection (after step s) may replace all.</summary>
     public double InitialReselectionRate { get; init; } = 0.2;
 }
 

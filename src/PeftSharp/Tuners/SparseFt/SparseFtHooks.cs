@@ -17,6 +17,11 @@ internal sealed class SparseFtHooks(string adapter, IReadOnlyList<SparseTarget> 
 
     public bool ChangesParameterSet => schedule.ChangesParameterSet;
 
+    public void AfterBackward(PeftModel model) => schedule.AfterBackward();
+
+    public Training.IOptimizer? Optimizer(Training.TrainingOptions options, IReadOnlyList<(string Name, Parameter P)> parameters) =>
+        schedule.Optimizer(options, parameters);
+
     public Dictionary<string, Tensor> CheckpointState(PeftModel model) => schedule.CheckpointState();
 
     public void RestoreCheckpointState(PeftModel model, IReadOnlyDictionary<string, Tensor> state, string source) =>

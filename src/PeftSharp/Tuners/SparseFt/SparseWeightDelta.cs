@@ -98,6 +98,19 @@ public sealed class SparseWeightDelta
         return ChangedSlots[^1].shape[0];
     }
 
+    /// <summary>
+    /// Moves the entries in <paramref name="slots"/> to <paramref name="indices"/> (new, inactive, distinct) with value 0,
+    /// slot by slot, for a method that decides which slot takes which entry (SpIEL seeds each slot's optimizer state).
+    /// The caller deals with the slots' optimizer state (<see cref="ChangedSlots"/> is left alone).
+    /// </summary>
+    internal void ReplaceSlots(Tensor slots, Tensor indices)
+    {
+        if (slots.shape[0] != indices.shape[0]) throw new ArgumentException($"{slots.shape[0]} slots but {indices.shape[0]} new entries");
+        using var _ = no_grad();
+        Indices.index_put_(indices, slots);
+        Values.index_fill_(0, slots, 0);
+    }
+
     /// <summary>The K distinct indices of the largest <paramref name="scores"/> (flat, any shape), in ascending order.</summary>
     public static Tensor TopK(Tensor scores, long k)
     {
