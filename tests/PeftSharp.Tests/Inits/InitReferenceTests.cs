@@ -67,6 +67,37 @@ public class InitReferenceTests
         }
     }
 
+    /// <summary>PEFT runs one unpadded sequence per forward: padding in a micro-batch must not enter the covariance.</summary>
+    [Fact]
+    public void Corda_counts_only_the_real_tokens_of_a_padded_row()
+    {
+        using var scope = NewDisposeScope();
+        using var f = SafetensorsFile.Open(Fixture("batches.safetensors"));
+        var ids = f.Load("input_ids").reshape(-1, 16);
+        var rows = Enumerable.Range(0, (int)ids.shape[0])
+            .Select(i => ids[i, ..(i % 2 == 0 ? 16 : 9 + i)].data<long>().Select(x => (int)x).ToArray())
+            .Select(r => new Row(r, r)).ToList();
+        var source = new BatchSource(rows, padId: 1);
+        var order = Enumerable.Range(0, rows.Count).ToArray();
+        var config = new LoraConfig { R = 4, LoraAlpha = 8, TargetModules = Targets.Select(t => t["model.".Length..]).ToArray(), InitLoraWeights = "corda", CordaConfig = new CordaConfig() };
+        Dictionary<string, LoraLayer> Run(int perBatch)
+        {
+            var pm = PeftModel.Create(Calib.TinyLlama(), config);
+            Calibration.Run(pm, Enumerable.Range(0, rows.Count / perBatch).Select(i => source.MicroBatch(order, i, perBatch)).ToList());
+            return Calib.Layers(pm);
+        }
+        var alone = Run(1);
+        foreach (var (path, layer) in Run(2))
+        {
+            var (a, b, residual) = Adapter(layer);
+            var (refA, refB, refResidual) = Adapter(alone[path]);
+            var sign = Signs(b, refB);
+            Close(refA, a * sign.view(-1, 1), CordaTolerance, $"{path} lora_A");
+            Close(refB, b * sign, CordaTolerance, $"{path} lora_B");
+            Close(refResidual, residual, CordaTolerance, $"{path} residual");
+        }
+    }
+
     [Fact]
     public void Lora_ga_matches_the_pytorch_reference()
     {

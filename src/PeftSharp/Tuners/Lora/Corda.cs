@@ -22,7 +22,8 @@ public sealed record CordaConfig
 /// the largest r, KPM the smallest (the directions the data uses least, preserving what the model knows). As PEFT's
 /// <c>preprocess_corda</c> and <c>corda_init</c>: each sequence's inputs X [T, in] are divided by |max X| and X^T X summed,
 /// then averaged over sequences (PEFT's hook takes one sequence per forward; a micro-batch of n rows counts as n such
-/// forwards, so the result does not depend on the micro-batch size); C is damped by (0.01 mean diag C) I, the damping
+/// forwards, so the result does not depend on the micro-batch size, and a padded row counts its real tokens only, as the
+/// sequence run alone would); C is damped by (0.01 mean diag C) I, the damping
 /// doubled until C C^-1 is within 0.05 of I.
 /// </summary>
 internal static class Corda
@@ -41,12 +42,14 @@ internal static class Corda
             using (model.DisableAdapters())
             using (no_grad())
             {
-                foreach (var (path, layer) in layers) layer.InputTap = x => Accumulate(covariance, sequences, path, x);
+                Tensor? realTokens = null;
+                foreach (var (path, layer) in layers) layer.InputTap = x => Accumulate(covariance, sequences, path, x, realTokens);
                 try
                 {
                     foreach (var batch in data.Batches)
                     {
                         using var scope = NewDisposeScope();
+                        realTokens = batch.Tokens < batch.InputIds.numel() ? batch.AttentionMask : null;
                         data.Loss(batch);
                     }
                 }
@@ -66,13 +69,18 @@ internal static class Corda
         }
     }
 
-    static void Accumulate(Dictionary<string, Tensor> covariance, Dictionary<string, long> sequences, string path, Tensor x)
+    /// <param name="realTokens">[n, T] attention mask of a padded micro-batch (null: every token is real).</param>
+    static void Accumulate(Dictionary<string, Tensor> covariance, Dictionary<string, long> sequences, string path, Tensor x, Tensor? realTokens)
     {
         using var scope = NewDisposeScope();
         var rows = x.detach().reshape(x.dim() > 2 ? x.shape[0] : 1, -1, x.shape[^1]).to(ScalarType.Float32); // [n, T, in]
-        var scaled = rows / rows.amax([1, 2], keepdim: true).abs();                                               // each sequence by its own max
-        if (!scaled.isfinite().all().item<bool>())
+        var padding = realTokens is not null && realTokens.shape.SequenceEqual(rows.shape[..2])
+            ? realTokens.to(rows.device).eq(0).unsqueeze(-1) : null;                                            // [n, T, 1]
+        var max = (padding is null ? rows : rows.masked_fill(padding, float.NegativeInfinity)).amax([1, 2], keepdim: true);
+        if (!(rows.isfinite().all().item<bool>() && max.isfinite().all().item<bool>() && max.ne(0).all().item<bool>()))
             throw new InvalidOperationException($"CorDA: the inputs of '{path}' are not finite (or all zero) on a calibration batch");
+        var scaled = rows / max.abs();                                                                         // each sequence by its own max
+        if (padding is not null) scaled = scaled.masked_fill(padding, 0);
         var flat = scaled.reshape(-1, x.shape[^1]);
         var sum = flat.t().matmul(flat);
         if (covariance.Remove(path, out var old)) { sum = sum + old; old.Dispose(); }
