@@ -62,18 +62,24 @@ public class CordaTests
         }
     }
 
-    // PEFT's covariance: per batch X / max(X), X^T X summed, averaged over batches.
+    // PEFT's covariance: per sequence X / |max X|, X^T X summed, averaged over sequences.
     static Dictionary<string, Tensor> Covariances(PeftModel pm, List<Batch> batches)
     {
         var sums = new Dictionary<string, Tensor>();
+        long sequences = 0;
         foreach (var b in batches)
+        {
+            var rows = b.InputIds.shape[0];
             foreach (var (path, x) in Calib.Inputs(pm, [b]))
-            {
-                var scaled = x / x.max().abs();
-                var cov = scaled.t().matmul(scaled);
-                sums[path] = sums.TryGetValue(path, out var s) ? s + cov : cov;
-            }
-        return sums.ToDictionary(kv => kv.Key, kv => kv.Value / batches.Count);
+                foreach (var seq in x.reshape(rows, -1, x.shape[^1]).unbind(0))
+                {
+                    var scaled = seq / seq.max().abs();
+                    var cov = scaled.t().matmul(scaled);
+                    sums[path] = sums.TryGetValue(path, out var s) ? s + cov : cov;
+                }
+            sequences += rows;
+        }
+        return sums.ToDictionary(kv => kv.Key, kv => kv.Value / sequences);
     }
 
     [Fact]

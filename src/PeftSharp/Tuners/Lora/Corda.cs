@@ -20,8 +20,11 @@ public sealed record CordaConfig
 /// covariance of a layer's inputs over the calibration batches, W C = U S V^T, and the adapter takes r components
 /// mapped back through C^-1: B = U_r sqrt(S_r / s), A = sqrt(S_r / s) V_r^T C^-1, the base keeping W - s B A. IPM takes
 /// the largest r, KPM the smallest (the directions the data uses least, preserving what the model knows). As PEFT's
-/// <c>preprocess_corda</c> and <c>corda_init</c>: each batch's inputs X are divided by max(X) and X^T X summed, then
-/// averaged over batches; C is damped by (0.01 mean diag C) I, the damping doubled until C C^-1 is within 0.05 of I.
+/// <c>preprocess_corda</c> and <c>corda_init</c>: each sequence's inputs X [T, in] are divided by |max X| and X^T X summed,
+/// then averaged over sequences (PEFT's hook takes one sequence per forward; a micro-batch of n rows counts as n such
+/// forwards, so the result does not depend on the micro-batch size, and a padded row counts its real tokens only, as the
+/// sequence run alone would); C is damped by (0.01 mean diag C) I, the damping
+/// doubled until C C^-1 is within 0.05 of I.
 /// </summary>
 internal static class Corda
 {
@@ -31,6 +34,7 @@ internal static class Corda
         if (method is not ("ipm" or "kpm")) throw new ArgumentException($"corda_config.corda_method is '{method}'; it must be ipm or kpm");
         var layers = ResidualInit.LinearLayers(model, adapter, "CorDA");
         var covariance = new Dictionary<string, Tensor>();
+        var sequences = new Dictionary<string, long>();
         bool training = model.Base.training;
         model.Base.eval();
         try
@@ -38,12 +42,14 @@ internal static class Corda
             using (model.DisableAdapters())
             using (no_grad())
             {
-                foreach (var (path, layer) in layers) layer.InputTap = x => Accumulate(covariance, path, x);
+                Tensor? realTokens = null;
+                foreach (var (path, layer) in layers) layer.InputTap = x => Accumulate(covariance, sequences, path, x, realTokens);
                 try
                 {
                     foreach (var batch in data.Batches)
                     {
                         using var scope = NewDisposeScope();
+                        realTokens = batch.Tokens < batch.InputIds.numel() ? batch.AttentionMask : null;
                         data.Loss(batch);
                     }
                 }
@@ -53,7 +59,7 @@ internal static class Corda
             {
                 using var scope = NewDisposeScope();
                 var cov = covariance.GetValueOrDefault(path) ?? throw new InvalidOperationException($"CorDA: layer '{path}' saw no input in the calibration batches");
-                Initialise(layer, adapter, cov / data.Batches.Count, method == "kpm", path);
+                Initialise(layer, adapter, cov / sequences[path], method == "kpm", path);
             }
         }
         finally
@@ -63,16 +69,23 @@ internal static class Corda
         }
     }
 
-    static void Accumulate(Dictionary<string, Tensor> covariance, string path, Tensor x)
+    /// <param name="realTokens">[n, T] attention mask of a padded micro-batch (null: every token is real).</param>
+    static void Accumulate(Dictionary<string, Tensor> covariance, Dictionary<string, long> sequences, string path, Tensor x, Tensor? realTokens)
     {
         using var scope = NewDisposeScope();
-        var flat = x.detach().reshape(-1, x.shape[^1]).to(ScalarType.Float32);
-        flat = flat / flat.max().abs();
-        if (!flat.isfinite().all().item<bool>())
+        var rows = x.detach().reshape(x.dim() > 2 ? x.shape[0] : 1, -1, x.shape[^1]).to(ScalarType.Float32); // [n, T, in]
+        var padding = realTokens is not null && realTokens.shape.SequenceEqual(rows.shape[..2])
+            ? realTokens.to(rows.device).eq(0).unsqueeze(-1) : null;                                            // [n, T, 1]
+        var max = (padding is null ? rows : rows.masked_fill(padding, float.NegativeInfinity)).amax([1, 2], keepdim: true);
+        if (!(rows.isfinite().all().item<bool>() && max.isfinite().all().item<bool>() && max.ne(0).all().item<bool>()))
             throw new InvalidOperationException($"CorDA: the inputs of '{path}' are not finite (or all zero) on a calibration batch");
+        var scaled = rows / max.abs();                                                                         // each sequence by its own max
+        if (padding is not null) scaled = scaled.masked_fill(padding, 0);
+        var flat = scaled.reshape(-1, x.shape[^1]);
         var sum = flat.t().matmul(flat);
         if (covariance.Remove(path, out var old)) { sum = sum + old; old.Dispose(); }
         covariance[path] = sum.DetachFromDisposeScope();
+        sequences[path] = sequences.GetValueOrDefault(path) + rows.shape[0];
     }
 
     /// <summary>Sets the adapter from W and the input covariance <paramref name="cov"/> [in, in], the base to the residual.</summary>
