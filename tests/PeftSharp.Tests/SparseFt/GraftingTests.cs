@@ -7,7 +7,7 @@ using PeftSharp.Tuners.SparseFt;
 using PeftSharp.Tuners.SparseFt.Graft;
 using TorchSharp;
 using static TorchSharp.torch;
-using static PeftSharp.Tests.SparseFt.SparseMethodRig;
+using static PeftSharp.Tests.SparseFt.SparseFtRig;
 
 namespace PeftSharp.Tests.SparseFt;
 

@@ -2,7 +2,7 @@ using PeftSharp.Models;
 using PeftSharp.Tuners;
 using PeftSharp.Tuners.SparseFt;
 using static TorchSharp.torch;
-using static PeftSharp.Tests.SparseFt.SparseMethodRig;
+using static PeftSharp.Tests.SparseFt.SparseFtRig;
 
 namespace PeftSharp.Tests.SparseFt;
 

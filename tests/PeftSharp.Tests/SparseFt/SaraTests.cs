@@ -3,7 +3,7 @@ using PeftSharp.Tuners;
 using PeftSharp.Tuners.SparseFt;
 using PeftSharp.Tuners.SparseFt.Sara;
 using static TorchSharp.torch;
-using static PeftSharp.Tests.SparseFt.SparseMethodRig;
+using static PeftSharp.Tests.SparseFt.SparseFtRig;
 
 namespace PeftSharp.Tests.SparseFt;
 

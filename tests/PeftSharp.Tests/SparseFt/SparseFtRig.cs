@@ -9,14 +9,14 @@ using static TorchSharp.torch;
 
 namespace PeftSharp.Tests.SparseFt;
 
-/// <summary>What the sparse fine-tuning tests share: tiny-llama, a few rows, and steps taken as the trainer takes them.</summary>
+/// <summary>What the sparse fine-tuning tests share (SPARSE_FT's methods, DSEE, grafting): tiny-llama, a few rows, and steps taken as the trainer takes them.</summary>
 internal static class SparseFtRig
 {
     public static PretrainedModel TinyLlama() => AutoModel.Load(Repo.Fixture("models", "tiny-llama"));
 
-    public static BatchSource Data(int rows = 4, int length = 16)
+    public static BatchSource Data(int rows = 4, int length = 16, ulong seed = 7)
     {
-        using var g = new Generator(7);
+        using var g = new Generator(seed);
         using var ids = randint(2, 512, [rows, length], generator: g);
         return BatchSource.FromInputIds(ids);
     }
@@ -26,7 +26,7 @@ internal static class SparseFtRig
         Method = method, Density = 0.05, TargetModules = ModuleSelector.Of(targets.Length > 0 ? targets : ["q_proj", "v_proj", "down_proj"]),
     };
 
-    public static PeftModel Create(SparseFtConfig c, PretrainedModel? model = null)
+    public static PeftModel Create(PeftConfig c, PretrainedModel? model = null)
     {
         manual_seed(1);
         return PeftModel.Create(model ?? TinyLlama(), c);
@@ -41,18 +41,20 @@ internal static class SparseFtRig
     public static TrainingResult Train(PeftModel pm, TrainingOptions o) =>
         Trainer.Run(Methods.Trainable(pm, "causal_lm"), Data(), null, o, new TrainerHooks { HandleCtrlC = false });
 
-    /// <summary>Steps the way the trainer does (backward, AdamW, the method's hook, stale state zeroed, frozen state dropped), calling <paramref name="beforeHook"/> before each hook.</summary>
+    /// <summary>
+    /// Steps the way the trainer does (loss with the method's extra term, backward, AdamW at <see cref="Lr"/>, the method's
+    /// hook, stale state zeroed, frozen state dropped), calling <paramref name="beforeHook"/> before each hook.
+    /// </summary>
     public sealed class Stepper
     {
-        readonly PeftModel pm;
         readonly TrainableModel model;
         readonly Batch batch;
         public readonly PeftSharp.Training.AdamW Optimizer;
         int step;
 
-        public Stepper(PeftModel pm)
+        public Stepper(PeftModel pm, double lr = 1e-2)
         {
-            this.pm = pm;
+            Lr = lr;
             model = Methods.Trainable(pm, "causal_lm");
             Optimizer = new PeftSharp.Training.AdamW(model.Parameters, weightDecay: 0);
             var data = Data();
@@ -60,13 +62,14 @@ internal static class SparseFtRig
             pm.Base.train();
         }
 
+        public double Lr { get; }
         public IReadOnlyList<(string Name, Parameter P)> Parameters => model.Parameters;
 
         public void Step(Action<int>? beforeHook = null)
         {
             step++;
             using (var scope = NewDisposeScope()) model.ComputeLoss(batch).backward();
-            Optimizer.Step(1e-2);
+            Optimizer.Step(Lr);
             beforeHook?.Invoke(step);
             model.AfterOptimizerStep?.Invoke(step);
             foreach (var (p, entries) in model.StaleOptimizerEntries?.Invoke() ?? []) Optimizer.ResetEntries(model.Parameters.First(x => x.P.Handle == p.Handle).Name, entries);
