@@ -13,7 +13,6 @@ namespace PeftSharp.Generation.Composition;
 /// </summary>
 public sealed class DynamicLogitFusion : ILanguageModel
 {
-    readonly ILanguageModel large;
     readonly MemberRuns runs;
 
     public DynamicLogitFusion(ILanguageModel large, ILanguageModel smallBase, IReadOnlyList<ILanguageModel> experts, FusionGrid? grid = null)
@@ -21,7 +20,6 @@ public sealed class DynamicLogitFusion : ILanguageModel
         if (experts.Count == 0) throw new ArgumentException("dynamic logit fusion needs at least one small expert");
         Grid = grid ?? new FusionGrid();
         Grid.Candidates(experts.Count);   // a bad grid fails here, not at the first token
-        this.large = large;
         runs = new MemberRuns([large, smallBase, .. experts]);
         Ensemble.CheckVocabularies(large, experts.Select((e, i) => (e, $"expert {i}")).Prepend((smallBase, "the small base")));
     }
@@ -31,7 +29,7 @@ public sealed class DynamicLogitFusion : ILanguageModel
     /// <summary>Called after every forward with the weights chosen, float64 [B, T, E] on the CPU (valid during the call).</summary>
     public Action<Tensor>? Observer { get; set; }
 
-    public Device Device => large.Device;
+    public Device Device => runs.Device;
 
     public KvCache NewCache() => runs.NewCache();
 
@@ -46,9 +44,7 @@ public sealed class DynamicLogitFusion : ILanguageModel
         using var scope = NewDisposeScope();
         var logits = runs.Logits(inputs, Device, nameof(DynamicLogitFusion));   // large, small base, experts
         var (scores, small, expert) = (logits[0], logits[1], logits[2..]);
-        Ensemble.CheckShape(scores, small, "the small base");
-        for (int t = 0; t < expert.Length; t++) Ensemble.CheckShape(scores, expert[t], $"expert {t}");
-        var (weights, _) = FusionWeights.Solve(scores, small, expert, Grid);
+        var (weights, _) = FusionWeights.Solve(scores, small, expert, Grid);   // refuses members whose scores differ in shape
         Observer?.Invoke(weights);
         var w = weights.to(ScalarType.Float32, Device);
         for (int t = 0; t < expert.Length; t++)

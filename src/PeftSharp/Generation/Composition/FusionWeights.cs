@@ -86,19 +86,12 @@ public static class FusionWeights
     /// the small base and each expert, and the objective they reach [..]. The first candidate in search order with the
     /// least objective wins.
     /// </summary>
-    public static (Tensor Weights, Tensor Objective) Solve(Tensor large, Tensor smallBase, IReadOnlyList<Tensor> experts, FusionGrid grid) =>
-        Search(large, smallBase, experts, grid.Candidates(experts.Count));
-
-    /// <summary>The objective at one weighting [E], per position [..]: what <see cref="Solve"/> minimises.</summary>
-    public static Tensor Objective(Tensor large, Tensor smallBase, IReadOnlyList<Tensor> experts, IReadOnlyList<double> weights) =>
-        Search(large, smallBase, experts, [[.. weights]]).Objective;
-
-    static (Tensor Weights, Tensor Objective) Search(Tensor large, Tensor smallBase, IReadOnlyList<Tensor> experts, List<double[]> candidates)
+    public static (Tensor Weights, Tensor Objective) Solve(Tensor large, Tensor smallBase, IReadOnlyList<Tensor> experts, FusionGrid grid)
     {
+        var candidates = grid.Candidates(experts.Count);
         foreach (var (t, i) in experts.Select((t, i) => (t, i)).Prepend((smallBase, -1)))
             if (!t.shape.SequenceEqual(large.shape))
                 throw new ArgumentException($"{(i < 0 ? "the small base" : $"expert {i}")} gives logits [{string.Join(",", t.shape)}] but the large model [{string.Join(",", large.shape)}]: the models must share a vocabulary");
-        if (candidates.Any(c => c.Length != experts.Count)) throw new ArgumentException($"each weighting needs {experts.Count} weights, one per expert");
         var lead = large.shape[..^1];
         long vocab = Math.Max(large.shape[^1], 1), rows = large.numel() / vocab;
         var weights = zeros([rows, experts.Count], ScalarType.Float64);

@@ -49,6 +49,7 @@ internal sealed class MemberRuns
     /// <summary>How many forwards one step takes (and member caches the composed cache holds).</summary>
     public int Forwards => runs.Length;
 
+    /// <summary>The first member's device (the large model's, in the ensembles here): where the scores are combined.</summary>
     public Device Device => runs[0].Model.Device;
 
     public KvCache NewCache() => KvCache.Of([.. runs.Select(r => r.Model.NewCache())]);
